@@ -1,0 +1,40 @@
+# Set-up and everyday commands. `make build` and `make test` install what they need into .venv/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+# Offline machines (CI) build from the local ESConv copy beside the repository; users with a network
+# can unset it and let `ipm build` download and verify upstream ESConv.json.
+ESCONV_LOCAL := $(SHARED)/data/esconv/ESConv.reconstructed.json
+ifneq ($(wildcard $(ESCONV_LOCAL)),)
+export IPM_ESCONV_PATH ?= $(abspath $(ESCONV_LOCAL))
+endif
+
+.PHONY: install build validate-pairs test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+build: install
+	$(BIN)/ipm build --source esconv --stage sft
+	$(BIN)/ipm validate ipm_prefdial
+
+validate-pairs: install
+	$(BIN)/ipm validate ipm_prefdial
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check ipm_prefdial tests
+
+bench: install
+	$(BIN)/python -m ipm_prefdial.bench
+
+clean:
+	rm -rf $(VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache

@@ -1,0 +1,133 @@
+"""``ipm build``: source -> splits -> SFT configs -> parquet + card + manifest."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from ipm_prefdial import __version__
+from ipm_prefdial.config import BuildConfig, ConfigError
+from ipm_prefdial.convert import sft_rows, turns
+from ipm_prefdial.progress import progress_bar
+from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.release.card import render_card
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, data_file
+from ipm_prefdial.release.files import sha256_file, write_bytes_atomic, write_parquet_atomic
+from ipm_prefdial.sources import load_source
+from ipm_prefdial.splits import SPLIT_METHODS, SPLITS, assign, split_ids
+from ipm_prefdial.strategies import STRATEGIES
+
+BUILD_FILES = ("README.md", "manifest.json", "data")  # everything a build may write in its directory
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict
+    seconds: float
+
+
+def check_config(cfg: BuildConfig) -> None:
+    if cfg.stage not in ("sft", "all"):
+        raise ConfigError(f"--stage must be sft or all, not {cfg.stage!r}")
+    if cfg.stage == "all":
+        raise ConfigError("--stage all (mining and judging preference pairs) is not available in this version "
+                          "yet; run --stage sft")
+    if cfg.resolved_split() not in SPLIT_METHODS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLIT_METHODS)}, not {cfg.split!r}")
+    if cfg.on_invalid not in ("error", "skip"):
+        raise ConfigError(f"--on-invalid must be error or skip, not {cfg.on_invalid!r}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+
+
+def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
+    console = console or Console(stderr=True)
+    check_config(cfg)
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    prompts = Prompts(Path(cfg.prompts_dir)) if cfg.prompts_dir else Prompts()
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+
+    with console.status("reading the source"):
+        source = load_source(cfg.source, cfg.source_path, on_invalid=cfg.on_invalid, cache_dir=cache_dir)
+    method = cfg.resolved_split()
+    per_split = assign(source, split_ids(method, source, seed=cfg.seed), cfg.limit)
+
+    rows: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in SPLITS} for c in SFT_CONFIGS}
+    distribution = {s: Counter() for s in SPLITS}
+    total = sum(len(v) for v in per_split.values())
+    with progress_bar(console) as progress:
+        task = progress.add_task("converting dialogues", total=total)
+        for split in SPLITS:
+            for dialogue in per_split[split]:
+                for turn in turns(dialogue):
+                    for config, row in sft_rows(turn, prompts).items():
+                        rows[config][split].append(row)
+                    distribution[split][turn.strategy] += 1
+                progress.advance(task)
+
+    files: dict[str, dict] = {}
+    for config in SFT_CONFIGS:
+        for split in CONFIG_SPLITS[config]:
+            rel = data_file(config, split)
+            table = write_parquet_atomic(out / rel, rows[config][split], FEATURES[config])
+            files[rel] = {"rows": table.num_rows, "bytes": (out / rel).stat().st_size,
+                          "arrow_bytes": table.nbytes, "sha256": sha256_file(out / rel)}
+    _remove_stale(out, files)
+
+    manifest = {
+        "name": "IPM-PrefDial",
+        "version": cfg.dataset_version,
+        "license": "cc-by-nc-4.0",
+        "tool": {"name": "ipm_prefdial", "version": __version__},
+        "stage": cfg.stage,
+        "source": source.info,
+        "split": {
+            "method": method,
+            "seed": cfg.seed if method == "random" else None,
+            "limit": cfg.limit,
+            "dialogues": {s: len(per_split[s]) for s in SPLITS},
+            "skipped_invalid": source.skipped,
+        },
+        "prompts": prompts.hashes(),
+        "build_config": _public_config(cfg),
+        "models": {},
+        "sampling": {},
+        "mining": None,
+        "judge": None,
+        "counts": {c: {s: len(rows[c][s]) for s in CONFIG_SPLITS[c]} for c in SFT_CONFIGS},
+        "strategy_distribution": {s: {name: distribution[s][name] for name in STRATEGIES} for s in SPLITS},
+        "files": files,
+    }
+    write_bytes_atomic(out / "README.md", render_card(manifest, out.resolve().name).encode("utf-8"))
+    # The manifest goes last: a build interrupted before this point is visibly incomplete to `ipm validate`.
+    write_bytes_atomic(out / "manifest.json", (_json(manifest) + "\n").encode("utf-8"))
+    return BuildResult(out, manifest, time.perf_counter() - started)
+
+
+def _public_config(cfg: BuildConfig) -> dict:
+    """The config as recorded: paths relative as given, nothing secret (none of these options are)."""
+    return cfg.as_dict()
+
+
+def _remove_stale(out: Path, keep: dict[str, dict]) -> None:
+    """Parquet files of known configs that this build did not write are from an older build: remove them."""
+    for config in FEATURES:
+        folder = out / "data" / config
+        if not folder.is_dir():
+            continue
+        for path in folder.glob("*.parquet"):
+            if path.relative_to(out).as_posix() not in keep:
+                path.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _json(obj: object) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False)

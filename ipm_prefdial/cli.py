@@ -1,0 +1,103 @@
+"""The ``ipm`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ipm_prefdial import __version__
+
+app = typer.Typer(
+    name="ipm",
+    help="Build IPM-PrefDial (preference data for emotional-support dialogue) and check it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ipm_prefdial {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    pass
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def build(
+    source: Optional[str] = typer.Option(None, help="esconv (default) | failed-esconv | json (any ESConv-style JSON/JSONL)."),
+    source_path: Optional[str] = typer.Option(
+        None, help="Local copy: a JSON list / JSONL file, or a directory with the Hub's train/valid/test.txt. "
+                   "For esconv, IPM_ESCONV_PATH is used when unset; else upstream is downloaded and cached."),
+    split: Optional[str] = typer.Option(None, help="decoupledesc (the paper's, default for esconv) | hf | random."),
+    seed: Optional[int] = typer.Option(None, help="Seed of --split random."),
+    stage: Optional[str] = typer.Option(None, help="sft: the SFT configs only (no LLM) | all: also mine pairs."),
+    limit: Optional[int] = typer.Option(None, help="The first N dialogues of each split (in the split's order)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Build directory (default: ./ipm_prefdial)."),
+    dataset_version: Optional[str] = typer.Option(None, help="Version written to the card and manifest (default 0.1.0)."),
+    on_invalid: Optional[str] = typer.Option(None, help="error (default): stop and list bad records | skip: drop "
+                                                       "bad dialogues, counted in the manifest."),
+    cache_dir: Optional[str] = typer.Option(None, help="Cache root (default: IPM_CACHE_DIR or the user cache dir)."),
+    prompts_dir: Optional[str] = typer.Option(None, help="Use prompt templates from this directory."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any of these options."),
+) -> None:
+    """Build the dataset: source -> splits -> SFT configs (-> mined pairs) -> parquet, card, manifest."""
+    from ipm_prefdial.build import build as run_build
+    from ipm_prefdial.config import BuildConfig, ConfigError
+    from ipm_prefdial.sources import SourceError
+
+    try:
+        cfg = BuildConfig.load(config, source=source, source_path=source_path, split=split, seed=seed, stage=stage,
+                               limit=limit, out=out_dir, dataset_version=dataset_version, on_invalid=on_invalid,
+                               cache_dir=cache_dir, prompts_dir=prompts_dir)
+        result = run_build(cfg, console=err)
+    except (SourceError, ConfigError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    m = result.manifest
+    table = Table(title=f"IPM-PrefDial {m['version']} -> {result.out}", title_justify="left")
+    table.add_column("config")
+    for s in ("train", "validation", "test"):
+        table.add_column(s, justify="right")
+    for name, counts in m["counts"].items():
+        table.add_row(name, *(f"{counts.get(s, 0):,}" if s in counts else "-" for s in ("train", "validation", "test")))
+    out.print(table)
+    skipped = m["split"]["skipped_invalid"]
+    extra = f"; {len(skipped)} invalid dialogues skipped (see manifest.json)" if skipped else ""
+    dialogues = m["split"]["dialogues"]
+    out.print(f"split {m['split']['method']}: {dialogues['train']} / {dialogues['validation']} / {dialogues['test']} "
+              f"dialogues{extra}; built in {result.seconds:.1f} s")
+
+
+@app.command()
+def validate(directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory.")) -> None:
+    """Check a build: schema vs card, ids, splits, the conversion rule, row counts and sha256 vs the manifest."""
+    from ipm_prefdial.validate import validate as run_validate
+
+    report = run_validate(directory)
+    if not report.ok:
+        err.print(f"[bold red]{directory}: {len(report.lines())} problem(s)[/]")
+        for line in report.lines():
+            err.print(f"  - {line}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    table = Table(title=f"{directory}: valid", title_justify="left")
+    for col, justify in (("config", "left"), ("split", "left"), ("rows", "right"), ("dialogues", "right")):
+        table.add_column(col, justify=justify)
+    for config, split, rows, dialogs in report.summary:
+        table.add_row(config, split, f"{rows:,}", f"{dialogs:,}")
+    out.print(table)

@@ -1,0 +1,141 @@
+"""Dialogue -> chat turns -> SFT samples (METHOD.md section 2). Pure functions, no I/O.
+
+A dialogue is walked once into an alternating user/assistant message list:
+- a seeker utterance is appended to the previous user message (joined by a newline) or opens a new one;
+- a supporter utterance first gets a user message "Hi" when nothing precedes it, or a filler user
+  message " " when an assistant message precedes it, and is then its own assistant message.
+Every supporter utterance is one sample whose history is the messages before it; trailing seeker
+messages produce no sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.sources import Dialogue
+
+OPENING = "Hi"
+FILLER = " "
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "user" (seeker side) or "assistant" (supporter)
+    content: str
+    strategy: str | None = None  # assistant messages only
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One supporter utterance with the gold history that precedes it."""
+
+    dialog_id: int
+    turn_index: int  # index of the supporter utterance in the source dialogue
+    strategy: str
+    utterance: str
+    history: tuple[Message, ...]  # alternating, starts and ends with a user message
+    emotion_type: str | None
+    problem_type: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.dialog_id}-{self.turn_index}"
+
+
+def turns(dialogue: Dialogue) -> Iterator[Turn]:
+    """Yield one Turn per supporter utterance of ``dialogue``, in order."""
+    messages: list[Message] = []
+    for index, utt in enumerate(dialogue.utterances):
+        if utt.strategy is None:  # seeker
+            if messages and messages[-1].role == "user":
+                messages[-1] = Message("user", messages[-1].content + "\n" + utt.text)
+            else:
+                messages.append(Message("user", utt.text))
+            continue
+        if not messages:
+            messages.append(Message("user", OPENING))
+        elif messages[-1].role == "assistant":
+            messages.append(Message("user", FILLER))
+        yield Turn(
+            dialog_id=dialogue.dialog_id,
+            turn_index=index,
+            strategy=utt.strategy,
+            utterance=utt.text,
+            history=tuple(messages),
+            emotion_type=dialogue.emotion_type,
+            problem_type=dialogue.problem_type,
+        )
+        messages.append(Message("assistant", utt.text, utt.strategy))
+
+
+def tagged(strategy: str, text: str) -> str:
+    """The joint model's target form: ``[<strategy>] <utterance>``."""
+    return f"[{strategy}] {text}"
+
+
+def parse_tagged(text: str) -> tuple[str | None, str]:
+    """Split a joint output into (strategy, reply); (None, whole text) when it does not start with ``[...]``."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        end = stripped.find("]")
+        if end > 0:
+            return stripped[1:end].strip(), stripped[end + 1 :].strip()
+    return None, text.strip()
+
+
+def sp_history_text(history: tuple[Message, ...]) -> str:
+    """The SP user message: one ``seeker:``/``supporter:`` line per message, inner newlines as spaces."""
+    lines = []
+    for msg in history:
+        speaker = "seeker" if msg.role == "user" else "supporter"
+        text = msg.content.replace("\n", " ").strip()
+        lines.append(f"{speaker}: {text}" if text else f"{speaker}:")
+    return "\n".join(lines)
+
+
+def _chat(history: tuple[Message, ...], *, tag: bool) -> list[dict[str, str]]:
+    return [
+        {"role": m.role, "content": tagged(m.strategy, m.content) if tag and m.strategy else m.content}
+        for m in history
+    ]
+
+
+def sp_prompt(turn: Turn, prompts: Prompts) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": prompts.sp_system},
+        {"role": "user", "content": sp_history_text(turn.history)},
+    ]
+
+
+def rg_prompt(turn: Turn, prompts: Prompts, strategy: str | None = None) -> list[dict[str, str]]:
+    """RG input: history without tags, the strategy instruction appended to the last user message."""
+    chat = [{"role": "system", "content": prompts.rg_system}, *_chat(turn.history, tag=False)]
+    chat[-1] = {"role": "user", "content": chat[-1]["content"] + prompts.rg_instruction(strategy or turn.strategy)}
+    return chat
+
+
+def vm_prompt(turn: Turn, prompts: Prompts) -> list[dict[str, str]]:
+    return [{"role": "system", "content": prompts.vm_system}, *_chat(turn.history, tag=True)]
+
+
+def sft_rows(turn: Turn, prompts: Prompts) -> dict[str, dict]:
+    """The three SFT rows (strategy, response, joint) of one supporter turn."""
+    common = {
+        "id": turn.id,
+        "dialog_id": turn.dialog_id,
+        "turn_index": turn.turn_index,
+        "strategy": turn.strategy,
+        "emotion_type": turn.emotion_type,
+        "problem_type": turn.problem_type,
+    }
+
+    def row(prompt: list[dict[str, str]], target: str) -> dict:
+        return {**common, "prompt": prompt, "completion": [{"role": "assistant", "content": target}]}
+
+    return {
+        "strategy_sft": row(sp_prompt(turn, prompts), turn.strategy),
+        "response_sft": row(rg_prompt(turn, prompts), turn.utterance),
+        "joint_sft": row(vm_prompt(turn, prompts), tagged(turn.strategy, turn.utterance)),
+    }

@@ -1,0 +1,88 @@
+"""The system prompts and the RG strategy instruction, rendered from the Jinja2 templates in ``prompts/``."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES = ("sp_system.j2", "rg_system.j2", "vm_system.j2", "rg_instruction.j2")
+
+
+def default_prompts_dir() -> Path:
+    """``prompts/`` inside the installed package (wheel) or at the top of the repository (checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "prompts", here.parent / "prompts"):
+        if (candidate / "sp_system.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"prompt templates not found next to {here} (looked for prompts/sp_system.j2)")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Rendered prompts of one build. Construct once; rendering per turn is a string format."""
+
+    directory: Path = field(default_factory=default_prompts_dir)
+
+    @cached_property
+    def _env(self) -> jinja2.Environment:
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.directory)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            autoescape=False,
+        )
+
+    def _render(self, name: str, **kwargs: str) -> str:
+        try:
+            return self._env.get_template(name).render(**kwargs).strip("\n")
+        except jinja2.TemplateNotFound as exc:
+            raise FileNotFoundError(f"{self.directory / name}: prompt template missing") from exc
+
+    @cached_property
+    def sp_system(self) -> str:
+        return self._render("sp_system.j2")
+
+    @cached_property
+    def rg_system(self) -> str:
+        return self._render("rg_system.j2")
+
+    @cached_property
+    def vm_system(self) -> str:
+        return self._render("vm_system.j2")
+
+    @cached_property
+    def _instruction_parts(self) -> tuple[str, str]:
+        marker = "\x00STRATEGY\x00"
+        # Leading newlines of the instruction are kept: they separate it from the seeker's text.
+        text = self._env.get_template("rg_instruction.j2").render(strategy=marker)
+        head, _, tail = text.partition(marker)
+        return head, tail
+
+    def rg_instruction(self, strategy: str) -> str:
+        """The text appended to the last user message of an RG prompt."""
+        head, tail = self._instruction_parts
+        return f"{head}{strategy}{tail}"
+
+    def parse_rg_instruction(self, user_content: str) -> str | None:
+        """The strategy named by the instruction at the end of ``user_content``, or None."""
+        head, tail = self._instruction_parts
+        match = re.search(re.escape(head) + r"(.+?)" + re.escape(tail) + r"\Z", user_content, re.S)
+        return match.group(1) if match else None
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of every rendered prompt (the instruction with a placeholder strategy)."""
+        return {
+            "sp_system": sha256_text(self.sp_system),
+            "rg_system": sha256_text(self.rg_system),
+            "vm_system": sha256_text(self.vm_system),
+            "rg_instruction": sha256_text(self.rg_instruction("{strategy}")),
+        }

@@ -1,0 +1,1 @@
+"""Writing a build: parquet files, the dataset card and the manifest (and nothing else)."""

@@ -1,0 +1,79 @@
+"""The dataset card (README.md of a build): YAML metadata the Hub and ``load_dataset`` read, plus prose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, data_file
+from ipm_prefdial.strategies import STRATEGIES
+
+DEFAULT_CONFIG = "response_pairs"
+
+
+def card_template_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "data_cards", here.parent / "data_cards"):
+        if (candidate / "README.md.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"dataset-card template not found next to {here} (data_cards/README.md.j2)")
+
+
+def size_category(rows: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < bound:
+            return name
+    return "1M<n<10M"
+
+
+def metadata(manifest: dict) -> dict:
+    """The card's YAML header, derived from the manifest only."""
+    configs, infos = [], []
+    counts = manifest["counts"]
+    for config in (c for c in FEATURES if c in counts):
+        entry = {"config_name": config,
+                 "data_files": [{"split": s, "path": data_file(config, s).replace("-00000-of-00001", "-*")}
+                                for s in CONFIG_SPLITS[config]]}
+        if config == DEFAULT_CONFIG:
+            entry["default"] = True
+        configs.append(entry)
+        files = {s: manifest["files"][data_file(config, s)] for s in CONFIG_SPLITS[config]}
+        infos.append({
+            "config_name": config,
+            "features": FEATURES[config]._to_yaml_list(),
+            "splits": [{"name": s, "num_bytes": f["arrow_bytes"], "num_examples": f["rows"]} for s, f in files.items()],
+            "download_size": sum(f["bytes"] for f in files.values()),
+            "dataset_size": sum(f["arrow_bytes"] for f in files.values()),
+        })
+    total = sum(n for per in counts.values() for n in per.values())
+    return {
+        "license": "cc-by-nc-4.0",
+        "language": ["en"],
+        "pretty_name": "IPM-PrefDial",
+        "task_categories": ["text-generation"],
+        "tags": ["emotional-support", "esconv", "dialogue", "preference", "dpo", "sft", "synthetic"],
+        "size_categories": [size_category(total)],
+        "version": manifest["version"],
+        "configs": configs,
+        "dataset_info": infos,
+    }
+
+
+def render_card(manifest: dict, name: str) -> str:
+    """The card text; ``name`` is what users pass to load_dataset (the build directory)."""
+    header = yaml.safe_dump(metadata(manifest), sort_keys=False, allow_unicode=True, width=1000)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(card_template_dir())),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return env.get_template("README.md.j2").render(header=header, m=manifest, name=name, strategies=STRATEGIES)
+
+
+def read_card_metadata(text: str) -> dict:
+    """The YAML header of a card; {} when there is none."""
+    if not text.startswith("---\n"):
+        return {}
+    end = text.find("\n---\n", 4)
+    if end < 0:
+        return {}
+    return yaml.safe_load(text[4:end]) or {}

@@ -1,0 +1,51 @@
+"""Dialogue sources: ESConv (download or local copy, JSON list or the Hub's split layout), FailedESConv,
+and any ESConv-style JSON/JSONL corpus. Every loader returns the same typed records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class SourceError(ValueError):
+    """Bad source input. The message names the file, the dialogue and the field."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        shown = self.problems[:25]
+        more = len(self.problems) - len(shown)
+        text = "\n".join(f"  - {p}" for p in shown) if len(shown) > 1 else shown[0]
+        if len(shown) > 1:
+            text = f"{len(self.problems)} problems in the source:\n{text}"
+        if more > 0:
+            text += f"\n  ... and {more} more"
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    text: str
+    strategy: str | None  # None for the seeker; one of the 8 ESConv names for the supporter
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    dialog_id: int  # index in the source's original order
+    utterances: tuple[Utterance, ...]
+    emotion_type: str | None = None
+    problem_type: str | None = None
+
+
+@dataclass
+class LoadedSource:
+    """Dialogues in original order, plus what the manifest records about where they came from."""
+
+    dialogues: list[Dialogue]
+    info: dict
+    # Split membership carried by the source itself (the Hub's train/valid/test files), as dialog ids.
+    given_split: dict[str, list[int]] | None = None
+    skipped: list[dict] = field(default_factory=list)  # dialogues dropped with --on-invalid skip
+
+
+from ipm_prefdial.sources.load import load_source  # noqa: E402
+
+__all__ = ["Dialogue", "LoadedSource", "SourceError", "Utterance", "load_source"]

@@ -1,0 +1,162 @@
+"""Turn raw JSON records into Dialogues, collecting every problem with its file, dialogue and field."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from ipm_prefdial.sources import Dialogue, SourceError, Utterance
+from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+
+SEEKER_NAMES = frozenset({"seeker", "usr", "user", "speaker"})  # "speaker": FailedESConv
+SUPPORTER_NAMES = frozenset({"supporter", "sys", "assistant", "listener"})  # "listener": FailedESConv
+
+
+def read_text(path: Path) -> str:
+    """File contents as text; bytes that are not UTF-8 survive as lone surrogates so that the record and
+    field holding them can be named later (see ``_bad_utf8``)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _bad_utf8(text: str) -> str | None:
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":
+            return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x})"
+    return None
+
+
+def iter_records(text: str, path: Path) -> Iterator[tuple[int, object]]:
+    """(index, record) for a JSON list or JSON lines; malformed JSON names the record it breaks in."""
+    decoder = json.JSONDecoder()
+    n = len(text)
+
+    def skip(i: int) -> int:
+        while i < n and text[i] in " \t\r\n\ufeff":
+            i += 1
+        return i
+
+    i = skip(0)
+    if i == n:
+        raise SourceError(f"{path}: empty file, expected a JSON list of dialogues or JSON lines")
+    if text[i] == "[":  # one JSON list; decode element by element to know where an error is
+        i = skip(i + 1)
+        index = 0
+        if i < n and text[i] == "]":
+            return
+        while True:
+            try:
+                record, end = decoder.raw_decode(text, i)
+            except json.JSONDecodeError as exc:
+                raise SourceError(
+                    f"{path}: dialogue {index}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                ) from None
+            yield index, record
+            index += 1
+            i = skip(end)
+            if i < n and text[i] == ",":
+                i = skip(i + 1)
+                continue
+            if i < n and text[i] == "]":
+                if skip(i + 1) != n:
+                    raise SourceError(f"{path}: unexpected data after the closing ']' of the dialogue list")
+                return
+            line = text.count("\n", 0, i) + 1
+            raise SourceError(f"{path}: dialogue {index}: malformed JSON at line {line}: expected ',' or ']'")
+    index = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceError(
+                f"{path}: dialogue {index} (line {lineno}): malformed JSON at column {exc.colno}: {exc.msg}"
+            ) from None
+        yield index, record
+        index += 1
+
+
+def _optional_str(record: dict, key: str, where: str, problems: list[str]) -> str | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"{where}: field '{key}': expected a string, got {type(value).__name__}")
+        return None
+    bad = _bad_utf8(value)
+    if bad:
+        problems.append(f"{where}: field '{key}': {bad}")
+    return value
+
+
+def parse_dialogue(record: object, *, path: Path, index: int, dialog_id: int,
+                   unknown: Counter, problems: list[str]) -> Dialogue | None:
+    """One record -> Dialogue. Problems are appended (never raised) so that a file reports all of them."""
+    where = f"{path}: dialogue {index}"
+    start = len(problems)
+    if not isinstance(record, dict):
+        problems.append(f"{where}: expected a JSON object, got {type(record).__name__}")
+        return None
+    dialog = record.get("dialog")
+    if dialog is None:
+        problems.append(f"{where}: missing field 'dialog'")
+        return None
+    if not isinstance(dialog, list):
+        problems.append(f"{where}: field 'dialog': expected a list of utterances, got {type(dialog).__name__}")
+        return None
+    utterances: list[Utterance] = []
+    for k, turn in enumerate(dialog):
+        field = f"dialog[{k}]"
+        if not isinstance(turn, dict):
+            problems.append(f"{where}: field '{field}': expected an object, got {type(turn).__name__}")
+            continue
+        speaker = turn.get("speaker")
+        raw = turn.get("content", turn.get("text"))
+        if not isinstance(raw, str):
+            problems.append(f"{where}: field '{field}.content': missing or not a string")
+            continue
+        bad = _bad_utf8(raw)
+        if bad:
+            problems.append(f"{where}: field '{field}.content': {bad}")
+            continue
+        text = " ".join(raw.split())
+        if not text:
+            problems.append(f"{where}: field '{field}.content': empty utterance")
+            continue
+        if speaker in SEEKER_NAMES:
+            utterances.append(Utterance(text, None))
+            continue
+        if speaker not in SUPPORTER_NAMES:
+            problems.append(f"{where}: field '{field}.speaker': unknown speaker {speaker!r}")
+            continue
+        annotation = turn.get("annotation") if isinstance(turn.get("annotation"), dict) else {}
+        label = annotation.get("strategy", turn.get("strategy"))
+        if not isinstance(label, str) or not label.strip():
+            problems.append(f"{where}: field '{field}.annotation.strategy': supporter utterance without a strategy")
+            continue
+        strategy = canonical_strategy(label)
+        if strategy is None:
+            unknown[label] += 1
+            problems.append(f"{where}: field '{field}.annotation.strategy': unknown strategy {label!r}")
+            continue
+        utterances.append(Utterance(text, strategy))
+    emotion = _optional_str(record, "emotion_type", where, problems)
+    problem = _optional_str(record, "problem_type", where, problems)
+    if len(problems) > start:
+        return None
+    if not any(u.strategy for u in utterances):
+        problems.append(f"{where}: field 'dialog': no supporter utterance")
+        return None
+    return Dialogue(dialog_id, tuple(utterances), emotion, problem)
+
+
+def unknown_labels_message(unknown: Counter) -> str:
+    listed = ", ".join(f"{label!r} ({count})" for label, count in unknown.most_common())
+    return (f"unknown strategy labels: {listed}. Known: {', '.join(STRATEGIES)} "
+            "(case-insensitive; synonyms in ipm_prefdial/strategies.py)")

@@ -1,0 +1,246 @@
+"""``ipm validate``: check a build directory against its card, its manifest and the conversion rule."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ipm_prefdial.convert import parse_tagged
+from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.release.card import read_card_metadata
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES
+from ipm_prefdial.release.files import sha256_file
+from ipm_prefdial.strategies import STRATEGIES
+
+MAX_PER_KIND = 5  # examples shown per kind of row problem; the count is always complete
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    row_problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    summary: list[tuple[str, str, int, int]] = field(default_factory=list)  # config, split, rows, dialogues
+
+    def add(self, text: str) -> None:
+        self.problems.append(text)
+
+    def row(self, kind: str, where: str) -> None:
+        self.row_problems[kind].append(where)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.row_problems
+
+    def lines(self) -> list[str]:
+        out = list(self.problems)
+        for kind, wheres in self.row_problems.items():
+            shown = ", ".join(wheres[:MAX_PER_KIND]) + (f", ... ({len(wheres)} in all)" if len(wheres) > MAX_PER_KIND else "")
+            out.append(f"{kind}: {shown}")
+        return out
+
+
+def validate(directory: str | Path) -> Report:
+    root = Path(directory)
+    report = Report()
+    if not root.is_dir():
+        report.add(f"{root}: not a directory")
+        return report
+    card_meta = _card(root, report)
+    manifest = _manifest(root, report)
+    on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet")} if (root / "data").is_dir() else set()
+    _check_files(root, manifest, on_disk, report)
+    configs = _check_card(root, card_meta, on_disk, report)
+    prompts = _prompts_for(manifest, report)
+    split_of_dialog: dict[int, tuple[str, str]] = {}
+    ids_per_split: dict[str, dict[str, set[str]]] = {}
+    for config, files in configs.items():
+        seen_ids: dict[str, str] = {}
+        ids_per_split[config] = {}
+        for split, rel in files.items():
+            path = root / rel
+            if not path.is_file():
+                continue
+            table = pq.read_table(path)
+            expected = FEATURES[config].arrow_schema
+            if not table.schema.equals(expected, check_metadata=False):
+                report.add(f"{rel}: schema differs from the {config} features:\n    got      {table.schema.to_string(show_schema_metadata=False)}\n    expected {expected.to_string(show_schema_metadata=False)}")
+                continue
+            rows = table.to_pylist()
+            dialogs = set()
+            ids_per_split[config][split] = set()
+            for row in rows:
+                where = f"{config}/{split} id {row['id']}"
+                dialogs.add(row["dialog_id"])
+                ids_per_split[config][split].add(row["id"])
+                if row["id"] in seen_ids:
+                    report.row("duplicate id", f"{where} (also in {seen_ids[row['id']]})")
+                seen_ids[row["id"]] = split
+                previous = split_of_dialog.setdefault(row["dialog_id"], (split, config))
+                if previous[0] != split:
+                    report.row("dialogue in two splits",
+                               f"dialog_id {row['dialog_id']} in {previous[1]}/{previous[0]} and {config}/{split}")
+                _check_row(config, row, where, prompts, report)
+            report.summary.append((config, split, len(rows), len(dialogs)))
+    _check_same_turns(ids_per_split, report)
+    if manifest:
+        for config, per_split in manifest.get("counts", {}).items():
+            for split, n in per_split.items():
+                got = next((r for c, s, r, _ in report.summary if c == config and s == split), None)
+                if got is not None and got != n:
+                    report.add(f"manifest.json: counts.{config}.{split} = {n}, but the file has {got} rows")
+    return report
+
+
+def _card(root: Path, report: Report) -> dict:
+    path = root / "README.md"
+    if not path.is_file():
+        report.add(f"{path}: missing dataset card")
+        return {}
+    try:
+        meta = read_card_metadata(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # yaml errors come in many classes
+        report.add(f"{path}: the YAML header does not parse: {exc}")
+        return {}
+    if not meta:
+        report.add(f"{path}: no YAML header (--- ... ---)")
+    elif meta.get("license") != "cc-by-nc-4.0":
+        report.add(f"{path}: license is {meta.get('license')!r}, ESConv-derived data must be cc-by-nc-4.0")
+    return meta
+
+
+def _manifest(root: Path, report: Report) -> dict:
+    path = root / "manifest.json"
+    if not path.is_file():
+        report.add(f"{path}: missing")
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report.add(f"{path}: not valid JSON: {exc}")
+        return {}
+
+
+def _check_files(root: Path, manifest: dict, on_disk: set[str], report: Report) -> None:
+    listed = manifest.get("files", {}) if manifest else {}
+    for rel, info in listed.items():
+        path = root / rel
+        if not path.is_file():
+            report.add(f"{rel}: listed in manifest.json but missing")
+            continue
+        digest = sha256_file(path)
+        if digest != info.get("sha256"):
+            report.add(f"{rel}: sha256 {digest[:12]}... differs from manifest.json ({str(info.get('sha256'))[:12]}...): edited after the build")
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows != info.get("rows"):
+            report.add(f"{rel}: {rows} rows, manifest.json says {info.get('rows')}")
+    for rel in sorted(on_disk - set(listed)):
+        report.add(f"{rel}: not listed in manifest.json")
+
+
+def _check_card(root: Path, meta: dict, on_disk: set[str], report: Report) -> dict[str, dict[str, str]]:
+    """Config -> split -> data file, from the card's ``configs``; also checks dataset_info against the files."""
+    result: dict[str, dict[str, str]] = {}
+    if not meta:
+        return result
+    infos = {i.get("config_name"): i for i in meta.get("dataset_info", []) or []}
+    matched: set[str] = set()
+    for entry in meta.get("configs", []) or []:
+        name = entry.get("config_name")
+        if name not in FEATURES:
+            report.add(f"README.md: unknown config {name!r} in configs")
+            continue
+        result[name] = {}
+        splits = {f.get("split"): f.get("path") for f in entry.get("data_files", [])}
+        if set(splits) != set(CONFIG_SPLITS[name]):
+            report.add(f"README.md: config {name} has splits {sorted(splits)}, expected {list(CONFIG_SPLITS[name])}")
+        for split, pattern in splits.items():
+            hits = sorted(p for p in on_disk if fnmatch(p, pattern))
+            if not hits:
+                report.add(f"README.md: config {name} split {split}: no file matches {pattern}")
+                continue
+            matched.update(hits)
+            result[name][split] = hits[0]
+            if len(hits) > 1:
+                report.add(f"README.md: config {name} split {split}: {len(hits)} files match {pattern}, expected one")
+        info = infos.get(name)
+        if info is None:
+            report.add(f"README.md: dataset_info has no entry for config {name}")
+            continue
+        if info.get("features") != FEATURES[name]._to_yaml_list():
+            report.add(f"README.md: dataset_info features of {name} differ from the {name} schema")
+        for split_info in info.get("splits", []):
+            rel = result[name].get(split_info.get("name"))
+            if rel:
+                rows = pq.ParquetFile(root / rel).metadata.num_rows
+                if rows != split_info.get("num_examples"):
+                    report.add(f"README.md: dataset_info {name}/{split_info.get('name')} num_examples "
+                               f"{split_info.get('num_examples')}, the file has {rows} rows")
+    for rel in sorted(on_disk - matched):
+        report.add(f"{rel}: not part of any config in README.md")
+    return result
+
+
+def _prompts_for(manifest: dict, report: Report) -> Prompts | None:
+    """The prompts the build used, when they can be found (to check the RG instruction)."""
+    prompts_dir = (manifest.get("build_config") or {}).get("prompts_dir") if manifest else None
+    try:
+        prompts = Prompts(Path(prompts_dir)) if prompts_dir else Prompts()
+        if manifest and prompts.hashes().get("rg_instruction") != manifest.get("prompts", {}).get("rg_instruction"):
+            report.add("manifest.json: the RG instruction template differs from the one available here; "
+                       "the strategy named in RG prompts was not checked")
+            return None
+        return prompts
+    except FileNotFoundError:
+        return None
+
+
+def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, report: Report) -> None:
+    if row["id"] != f"{row['dialog_id']}-{row['turn_index']}":
+        report.row("id is not <dialog_id>-<turn_index>", where)
+    if row["strategy"] not in STRATEGIES:
+        report.row("unknown gold strategy", f"{where} ({row['strategy']!r})")
+    prompt = row["prompt"] or []
+    if not prompt or prompt[0]["role"] != "system" or not (prompt[0]["content"] or "").strip():
+        report.row("prompt does not start with a non-empty system message", where)
+    chat = prompt[1:]
+    roles = [m["role"] for m in chat]
+    if config == "strategy_sft":
+        if roles != ["user"]:
+            report.row("SP prompt is not system + one user message", where)
+    elif not roles or roles[-1] != "user" or any(r != ("user" if i % 2 == 0 else "assistant") for i, r in enumerate(roles)):
+        report.row("prompt roles do not alternate user/assistant from a user message to a user message", where)
+    if any(m["content"] is None or (m["role"] == "assistant" and not m["content"].strip()) for m in chat):
+        report.row("empty message in the prompt", where)
+    completion = row["completion"] or []
+    if len(completion) != 1 or completion[0]["role"] != "assistant" or not (completion[0]["content"] or "").strip():
+        report.row("completion is not one non-empty assistant message", where)
+        return
+    target = completion[0]["content"]
+    if config == "strategy_sft" and target != row["strategy"]:
+        report.row("SP completion is not the row's strategy name", f"{where} ({target!r})")
+    if config == "joint_sft":
+        strategy, reply = parse_tagged(target)
+        if strategy != row["strategy"] or not reply:
+            report.row("VM completion is not '[<strategy>] <reply>' with the row's strategy", where)
+        for m in chat:
+            if m["role"] == "assistant" and parse_tagged(m["content"])[0] not in STRATEGIES:
+                report.row("VM history message without a known [strategy] tag", where)
+                break
+    if config == "response_sft" and prompts is not None and chat:
+        named = prompts.parse_rg_instruction(chat[-1]["content"])
+        if named != row["strategy"]:
+            report.row("RG prompt does not name the row's strategy after the history", f"{where} ({named!r})")
+
+
+def _check_same_turns(ids: dict[str, dict[str, set[str]]], report: Report) -> None:
+    sft = [c for c in ("strategy_sft", "response_sft", "joint_sft") if c in ids]
+    for config in sft[1:]:
+        for split, got in ids[config].items():
+            ref = ids[sft[0]].get(split)
+            if ref is not None and ref != got:
+                report.add(f"{config}/{split}: turns differ from {sft[0]}/{split} ({len(got ^ ref)} ids)")
