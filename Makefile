@@ -31,10 +31,10 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check ipm_prefdial tests
+	$(BIN)/ruff check ipm_prefdial tests benchmarks
 
 bench: install
-	$(BIN)/python -m ipm_prefdial.bench
+	$(BIN)/python benchmarks/bench_build.py
 
 clean:
 	rm -rf $(VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache

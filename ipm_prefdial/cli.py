@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ipm_prefdial import __version__
@@ -35,27 +35,28 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 @app.command()
 def build(
-    source: Optional[str] = typer.Option(None, help="esconv (default) | failed-esconv | json (any ESConv-style JSON/JSONL)."),
-    source_path: Optional[str] = typer.Option(
+    source: str | None = typer.Option(
+        None, help="esconv (default) | failed-esconv | json (any ESConv-style JSON/JSONL)."),
+    source_path: str | None = typer.Option(
         None, help="Local copy: a JSON list / JSONL file, or a directory with the Hub's train/valid/test.txt. "
                    "For esconv, IPM_ESCONV_PATH is used when unset; else upstream is downloaded and cached."),
-    split: Optional[str] = typer.Option(None, help="decoupledesc (the paper's, default for esconv) | hf | random."),
-    seed: Optional[int] = typer.Option(None, help="Seed of --split random."),
-    stage: Optional[str] = typer.Option(None, help="sft: the SFT configs only (no LLM) | all: also mine pairs."),
-    limit: Optional[int] = typer.Option(None, help="The first N dialogues of each split (in the split's order)."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Build directory (default: ./ipm_prefdial)."),
-    dataset_version: Optional[str] = typer.Option(None, help="Version written to the card and manifest (default 0.1.0)."),
-    on_invalid: Optional[str] = typer.Option(None, help="error (default): stop and list bad records | skip: drop "
+    split: str | None = typer.Option(None, help="decoupledesc (the paper's, default for esconv) | hf | random."),
+    seed: int | None = typer.Option(None, help="Seed of --split random."),
+    stage: str | None = typer.Option(None, help="sft: the SFT configs only (no LLM) | all: also mine pairs."),
+    limit: int | None = typer.Option(None, help="The first N dialogues of each split (in the split's order)."),
+    out_dir: str | None = typer.Option(None, "--out", help="Build directory (default: ./ipm_prefdial)."),
+    dataset_version: str | None = typer.Option(None, help="Version written to the card and manifest (default 0.1.0)."),
+    on_invalid: str | None = typer.Option(None, help="error (default): stop and list bad records | skip: drop "
                                                        "bad dialogues, counted in the manifest."),
-    cache_dir: Optional[str] = typer.Option(None, help="Cache root (default: IPM_CACHE_DIR or the user cache dir)."),
-    prompts_dir: Optional[str] = typer.Option(None, help="Use prompt templates from this directory."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any of these options."),
+    cache_dir: str | None = typer.Option(None, help="Cache root (default: IPM_CACHE_DIR or the user cache dir)."),
+    prompts_dir: str | None = typer.Option(None, help="Use prompt templates from this directory."),
+    config: Path | None = typer.Option(None, "--config", help="YAML file with any of these options."),
 ) -> None:
     """Build the dataset: source -> splits -> SFT configs (-> mined pairs) -> parquet, card, manifest."""
     from ipm_prefdial.build import build as run_build
@@ -93,7 +94,7 @@ def validate(directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build 
     if not report.ok:
         err.print(f"[bold red]{directory}: {len(report.lines())} problem(s)[/]")
         for line in report.lines():
-            err.print(f"  - {line}", highlight=False, markup=False)
+            err.print(f"  - {line}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
     table = Table(title=f"{directory}: valid", title_justify="left")
     for col, justify in (("config", "left"), ("split", "left"), ("rows", "right"), ("dialogues", "right")):

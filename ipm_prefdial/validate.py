@@ -39,7 +39,8 @@ class Report:
     def lines(self) -> list[str]:
         out = list(self.problems)
         for kind, wheres in self.row_problems.items():
-            shown = ", ".join(wheres[:MAX_PER_KIND]) + (f", ... ({len(wheres)} in all)" if len(wheres) > MAX_PER_KIND else "")
+            more = f", ... ({len(wheres)} in all)" if len(wheres) > MAX_PER_KIND else ""
+            shown = ", ".join(wheres[:MAX_PER_KIND]) + more
             out.append(f"{kind}: {shown}")
         return out
 
@@ -52,7 +53,7 @@ def validate(directory: str | Path) -> Report:
         return report
     card_meta = _card(root, report)
     manifest = _manifest(root, report)
-    on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet")} if (root / "data").is_dir() else set()
+    on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet")}
     _check_files(root, manifest, on_disk, report)
     configs = _check_card(root, card_meta, on_disk, report)
     prompts = _prompts_for(manifest, report)
@@ -68,7 +69,8 @@ def validate(directory: str | Path) -> Report:
             table = pq.read_table(path)
             expected = FEATURES[config].arrow_schema
             if not table.schema.equals(expected, check_metadata=False):
-                report.add(f"{rel}: schema differs from the {config} features:\n    got      {table.schema.to_string(show_schema_metadata=False)}\n    expected {expected.to_string(show_schema_metadata=False)}")
+                got, want = (s.to_string(show_schema_metadata=False) for s in (table.schema, expected))
+                report.add(f"{rel}: schema differs from the {config} features:\n  got      {got}\n  expected {want}")
                 continue
             rows = table.to_pylist()
             dialogs = set()
@@ -134,7 +136,8 @@ def _check_files(root: Path, manifest: dict, on_disk: set[str], report: Report) 
             continue
         digest = sha256_file(path)
         if digest != info.get("sha256"):
-            report.add(f"{rel}: sha256 {digest[:12]}... differs from manifest.json ({str(info.get('sha256'))[:12]}...): edited after the build")
+            report.add(f"{rel}: sha256 {digest[:12]}... differs from manifest.json "
+                       f"({str(info.get('sha256'))[:12]}...): edited after the build")
         rows = pq.ParquetFile(path).metadata.num_rows
         if rows != info.get("rows"):
             report.add(f"{rel}: {rows} rows, manifest.json says {info.get('rows')}")
@@ -212,7 +215,7 @@ def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, repo
     if config == "strategy_sft":
         if roles != ["user"]:
             report.row("SP prompt is not system + one user message", where)
-    elif not roles or roles[-1] != "user" or any(r != ("user" if i % 2 == 0 else "assistant") for i, r in enumerate(roles)):
+    elif roles != ["user", "assistant"] * (len(roles) // 2) + ["user"]:
         report.row("prompt roles do not alternate user/assistant from a user message to a user message", where)
     if any(m["content"] is None or (m["role"] == "assistant" and not m["content"].strip()) for m in chat):
         report.row("empty message in the prompt", where)

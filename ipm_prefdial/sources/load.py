@@ -76,10 +76,10 @@ def _load_hub_layout(directory: Path, info: dict, on_invalid: str) -> LoadedSour
         info["dialog_id"] = "file order train, valid, test (sizes differ from ESConv's Hub split)"
     records = []
     given: dict[str, list[int]] = {}
-    for name, split in zip(HUB_FILES, ("train", "validation", "test")):
+    for name, split in zip(HUB_FILES, ("train", "validation", "test"), strict=False):
         ids = [order[offsets[name] + i] for i, _ in per_file[name]]
         given[split] = ids
-        records += [(directory / name, i, did, rec) for (i, rec), did in zip(per_file[name], ids)]
+        records += [(directory / name, i, did, rec) for (i, rec), did in zip(per_file[name], ids, strict=False)]
     records.sort(key=lambda r: r[2])
     dialogues, skipped = _parse_all(records, on_invalid)
     return LoadedSource(dialogues, info, given, skipped)
