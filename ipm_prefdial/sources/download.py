@@ -41,6 +41,8 @@ def git_blob_id(data: bytes) -> str:
 def fetch_upstream(name: str, *, cache_dir: Path | None = None, base_url: str | None = None,
                    timeout: float = 60.0, attempts: int = 3) -> Path:
     """Path of a verified local copy of upstream ``name``; downloads it on first use only."""
+    if name not in UPSTREAM_FILES:
+        raise SourceError(f"unknown upstream file {name!r}; known: {', '.join(UPSTREAM_FILES)}")
     expected = UPSTREAM_FILES[name]
     url = f"{(base_url or default_base_url()).rstrip('/')}/{name}"
     cache = (cache_dir or default_cache_dir()) / "sources"

@@ -30,6 +30,8 @@ def load_source(source: str, path: str | os.PathLike | None = None, *, on_invali
     """Read ``source``. Without ``path`` (and without IPM_ESCONV_PATH for esconv) upstream is downloaded."""
     if source not in SOURCES:
         raise SourceError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if on_invalid not in ("error", "skip"):
+        raise SourceError(f"on_invalid must be 'error' or 'skip', not {on_invalid!r}")
     if path is None and source == "esconv":
         path = os.environ.get("IPM_ESCONV_PATH") or None
     info: dict = {"source": source}
@@ -53,7 +55,7 @@ def load_source(source: str, path: str | os.PathLike | None = None, *, on_invali
     if not p.is_file():
         raise SourceError(f"{p}: no such file")
     text = read_text(p)
-    info.update(path=str(path), layout="json", sha256=_sha256(p))
+    info.update(path=str(p), layout="json", sha256=_sha256(p))
     records = [(p, i, i, rec) for i, rec in iter_records(text, p)]
     dialogues, skipped = _parse_all(records, on_invalid)
     return LoadedSource(dialogues, info, None, skipped)

@@ -69,7 +69,8 @@ def iter_records(text: str, path: Path) -> Iterator[tuple[int, object]]:
             line = text.count("\n", 0, i) + 1
             raise SourceError(f"{path}: dialogue {index}: malformed JSON at line {line}: expected ',' or ']'")
     index = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split on \n only: str.splitlines also breaks at U+2028 and friends, which JSON allows inside strings
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
