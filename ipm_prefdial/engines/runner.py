@@ -1,0 +1,119 @@
+"""Run a batch of requests through the cache and an engine, with accounting and a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rich.progress import Progress
+
+from ipm_prefdial.engines.base import TRANSIENT, ChatRequest, ChatResult, Engine
+from ipm_prefdial.engines.cache import RequestCache
+
+
+@dataclass
+class Stats:
+    """Accounting of one run (or the sum of several: ``add``)."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    sent: int = 0  # requests given to the engine in this run
+    attempts: int = 0  # HTTP/engine attempts, retries included
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failures: Counter = field(default_factory=Counter)  # kind -> count (final failures of this run)
+    replayed_failures: int = 0  # failures recorded earlier and not re-sent (--retry-failed re-sends them)
+    truncated_prompts: int = 0  # prompts that lost history messages to fit the context budget
+    wall_s: float = 0.0
+
+    def count(self, result: ChatResult) -> None:
+        self.prompt_tokens += result.prompt_tokens
+        self.cached_prompt_tokens += result.cached_tokens
+        self.completion_tokens += result.completion_tokens
+        self.truncated_prompts += result.truncated_messages > 0
+        if not result.ok:
+            self.failures[result.error_kind] += 1
+
+    def add(self, other: Stats) -> None:
+        for name in ("requests", "cache_hits", "sent", "attempts", "prompt_tokens", "cached_prompt_tokens",
+                     "completion_tokens", "replayed_failures", "truncated_prompts", "wall_s"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.update(other.failures)
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests, "cache_hits": self.cache_hits, "sent": self.sent, "attempts": self.attempts,
+            "prompt_tokens": self.prompt_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
+            "completion_tokens": self.completion_tokens, "failures": dict(sorted(self.failures.items())),
+            "replayed_failures": self.replayed_failures, "truncated_prompts": self.truncated_prompts,
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache: RequestCache | None = None,
+                       retry_failed: bool = False, progress: Progress | None = None, description: str = "requests",
+                       stats: Stats | None = None) -> list[ChatResult]:
+    """One result per request, in order. Cached answers are not re-sent; every new result is committed as it
+    arrives, so a killed run loses nothing that was answered."""
+    stats = stats if stats is not None else Stats()
+    started = time.perf_counter()
+    keys = [r.key(engine.model) for r in requests]
+    results: list[ChatResult | None] = [None] * len(requests)
+    answers = cache.answers(keys) if cache else {}
+    failed = cache.failures(keys) if cache and not retry_failed else {}
+    pending: list[int] = []
+    first_of: dict[str, int] = {}
+    duplicates: list[tuple[int, int]] = []  # identical requests in one batch are sent once
+    for i, key in enumerate(keys):
+        if key in answers:
+            results[i] = answers[key]
+            stats.cache_hits += 1
+        elif key in failed and failed[key].error_kind not in TRANSIENT:
+            results[i] = failed[key]
+            stats.replayed_failures += 1
+        elif key in first_of:
+            duplicates.append((i, first_of[key]))
+        else:
+            first_of[key] = i
+            pending.append(i)
+    stats.requests += len(requests)
+    task = progress.add_task(description, total=len(requests), completed=len(requests) - len(pending)) \
+        if progress else None
+    if pending:
+        stats.sent += len(pending)
+        async for j, result in engine.stream([requests[i] for i in pending]):
+            i = pending[j]
+            results[i] = result
+            stats.attempts += result.attempts
+            if cache:
+                cache.put(keys[i], engine.model, result)
+            if progress and task is not None:
+                progress.advance(task)
+    for i, source in duplicates:
+        results[i] = results[source]
+        if progress and task is not None:
+            progress.advance(task)
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:  # an engine that drops a request is a bug in the engine; say so instead of guessing
+        raise RuntimeError(f"engine {engine.name} returned no result for {len(missing)} requests")
+    for r in results:
+        stats.count(r)  # type: ignore[arg-type]
+    stats.wall_s += time.perf_counter() - started
+    return results  # type: ignore[return-value]
+
+
+def run_sync(engine: Engine, requests: Sequence[ChatRequest], **kwargs) -> list[ChatResult]:
+    """``run_requests`` from synchronous code: starts and closes the engine around the batch."""
+
+    async def main() -> list[ChatResult]:
+        await engine.start()
+        try:
+            return await run_requests(engine, requests, **kwargs)
+        finally:
+            await engine.close()
+
+    return asyncio.run(main())
