@@ -42,6 +42,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_engines.py
 
 clean:
 	rm -rf $(VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache
