@@ -62,7 +62,7 @@ class LocalEngine(OpenAIEngine):
         # The id in cache keys: the file's name and size (a different quantisation is a different model).
         model_id = f"gguf:{self.gguf.name}:{self.gguf.stat().st_size}"
         super().__init__("http://127.0.0.1:0/v1", model_id, api_key="", concurrency=slots, timeout=timeout,
-                         structured="grammar", context_tokens=slot_context, **kwargs)
+                         structured="llguidance", context_tokens=slot_context, **kwargs)
         self.slots = slots
         self.slot_context = slot_context
         self.threads = threads or default_threads()

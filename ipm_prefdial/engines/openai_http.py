@@ -28,9 +28,11 @@ from ipm_prefdial.engines.base import (
     stream_grouped,
 )
 
-# How a Choice is enforced: llama.cpp takes a GBNF grammar, vLLM its structured_outputs.choice; an API
-# that only knows json_schema gets a one-field object; "none" relies on the prompt and parses the text.
-STRUCTURED_MODES = ("auto", "grammar", "vllm", "json_schema", "none")
+# How a Choice is enforced: llama.cpp takes a GBNF grammar, or, where it was built with llguidance (the embedded
+# xllamacpp server is), a Lark grammar, which is several times faster on a 49k-token vocabulary; vLLM takes its
+# structured_outputs.choice; an API that only knows json_schema gets a one-field object; "none" relies on the
+# prompt and parses the text.
+STRUCTURED_MODES = ("auto", "llguidance", "grammar", "vllm", "json_schema", "none")
 
 
 class OpenAIEngine(Engine):
@@ -97,7 +99,9 @@ class OpenAIEngine(Engine):
                       "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": request.seed(self.model)}
         out = request.output
         if isinstance(out, Choice) and self.structured != "none":
-            if self.structured == "grammar":
+            if self.structured == "llguidance":
+                body["grammar"] = "%llguidance {}\nstart: " + " | ".join(json.dumps(label) for label in out.labels)
+            elif self.structured == "grammar":
                 body["grammar"] = "root ::= " + " | ".join(json.dumps(label) for label in out.labels)
             elif self.structured == "vllm":
                 body["structured_outputs"] = {"choice": list(out.labels)}
@@ -106,6 +110,8 @@ class OpenAIEngine(Engine):
                           "additionalProperties": False}
                 body["response_format"] = {"type": "json_schema",
                                            "json_schema": {"name": "choice", "schema": schema, "strict": True}}
+        elif isinstance(out, JsonSchema) and self.structured == "llguidance":
+            body["grammar"] = "%llguidance {}\nstart: %json " + json.dumps(out.schema, sort_keys=True)
         elif isinstance(out, JsonSchema) and self.structured != "none":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": out.name, "schema": out.schema, "strict": True}}
@@ -137,12 +143,12 @@ class OpenAIEngine(Engine):
                     kind, message = "rate_limited", "HTTP 429"
                     wait = _retry_after(response)
                 elif status >= 500:
-                    kind, message = "server_error", f"HTTP {status}: {response.text[:200]}"
+                    kind, message = "server_error", f"HTTP {status}: {self._clip(response.text, 200)}"
                     wait = _retry_after(response)
                 elif status >= 400:
                     too_long = "exceed_context_size" in response.text or "context length" in response.text
                     return self._scrub(failure("context" if too_long else "client_error",
-                                               f"HTTP {status}: {response.text[:300]}", attempts=attempt,
+                                               f"HTTP {status}: {self._clip(response.text, 300)}", attempts=attempt,
                                                latency_s=latency, truncated_messages=dropped))
                 else:
                     parsed = self._parse(request, response, latency)
@@ -150,7 +156,7 @@ class OpenAIEngine(Engine):
                         parsed.attempts = attempt
                         parsed.truncated_messages = dropped
                         return parsed
-                    kind, message = "malformed_response", f"unreadable response body: {response.text[:120]!r}"
+                    kind, message = "malformed_response", f"unreadable response body: {self._clip(response.text, 120)!r}"
             if attempt < self.max_attempts:
                 delay = wait if wait is not None else self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
                 await asyncio.sleep(min(delay, self.max_backoff_s))
@@ -171,7 +177,7 @@ class OpenAIEngine(Engine):
                 cached = (data.get("timings") or {}).get("cache_n", 0)
             counts = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "cached_tokens": int(cached or 0),
                       "completion_tokens": int(usage.get("completion_tokens") or 0), "latency_s": latency}
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError):
             return None
         if text is not None and not isinstance(text, str):
             return None
@@ -182,6 +188,12 @@ class OpenAIEngine(Engine):
                 return failure("invalid_output", f"expected {{\"answer\": <label>}}, got {text[:80]!r}",
                                text=text, finish_reason=finish, **counts)
         return check_output(request, text, finish, **counts)
+
+    def _clip(self, text: str, limit: int) -> str:
+        """At most ``limit`` characters of a server's text, the key masked first (so no cut can expose a part)."""
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text[:limit]
 
     def _scrub(self, result: ChatResult) -> ChatResult:
         if self._api_key and result.error:

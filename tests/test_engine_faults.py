@@ -1,0 +1,529 @@
+"""Fault injection for the ``openai`` engine: a scripted OpenAI-compatible server on 127.0.0.1.
+
+Each POST /v1/chat/completions consumes the next scripted behaviour (429, 500, a hang past the timeout, a
+malformed body, a truncated answer, a dropped connection, an answer outside the output constraint, ...); the
+tests check the result, the attempts, what the server received, the run's accounting and what the cache kept.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from ipm_prefdial.cli import app
+from ipm_prefdial.engines import ChatRequest, ChatResult, Choice, JsonSchema, RequestCache, Sampling, Stats, run_sync
+from ipm_prefdial.engines.openai_http import OpenAIEngine
+
+TIMEOUT = 0.5  # the engine's per-request timeout in these tests
+HANG = 1.5  # a hanging handler outlasts it
+USAGE = {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}}
+SECRET = "sk-test-SECRET-123"
+
+
+# -- the scripted server ---------------------------------------------------------------------------------
+class FakeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    timeout = 5  # an idle keep-alive connection does not hold a handler thread forever
+    fake: FakeServer  # set on the per-server subclass
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def reply(self, status: int, body: bytes | str | dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) \
+            else body
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.fake.gets.append(self.path)
+        if self.path.rstrip("/") == "/v1/models":
+            self.reply(200, {"data": [{"id": "fake", "owned_by": "test"}]})
+        else:
+            self.reply(404, {"error": "not found"})
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/v1/chat/completions":
+            self.reply(404, {"error": "not found"})
+            return
+        behaviour = self.fake.record(self, body)
+        try:
+            behaviour(self)
+        except OSError:  # the client gave up on this connection (after a timeout): nothing to answer
+            self.close_connection = True
+
+
+Behaviour = Callable[[FakeHandler], None]
+
+
+class FakeServer:
+    """Serves the scripted behaviours in order, then ``default``; records every chat request it receives."""
+
+    def __init__(self, script: list[Behaviour], default: Behaviour | None = None):
+        self.script = list(script)
+        self.default = default or answer()
+        self.posts: list[dict] = []  # {"t", "body", "auth"} per POST /v1/chat/completions
+        self.gets: list[str] = []
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        handler = type("Handler", (FakeHandler,), {"fake": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.block_on_close = False  # never wait on a hung or idle handler at shutdown
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def record(self, handler: FakeHandler, body: bytes) -> Behaviour:
+        with self._lock:
+            self.posts.append({"t": time.monotonic(), "body": json.loads(body),
+                               "auth": handler.headers.get("Authorization")})
+            return self.script.pop(0) if self.script else self.default
+
+    @property
+    def count(self) -> int:
+        return len(self.posts)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def completion(text: str | None, finish: str = "stop", usage: dict | None = None) -> dict:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": USAGE if usage is None else usage}
+
+
+def answer(text: str = "Fine, thanks.", finish: str = "stop") -> Behaviour:
+    return lambda h: h.reply(200, completion(text, finish))
+
+
+def status(code: int, body: str = '{"error": {"message": "scripted"}}', headers: dict | None = None) -> Behaviour:
+    return lambda h: h.reply(code, body, headers)
+
+
+def raw(body: bytes | str) -> Behaviour:
+    return lambda h: h.reply(200, body)
+
+
+def hang(seconds: float = HANG) -> Behaviour:
+    def behave(h: FakeHandler) -> None:
+        h.fake.stopping.wait(seconds)
+        h.close_connection = True  # and never answer
+
+    return behave
+
+
+def drop() -> Behaviour:
+    def behave(h: FakeHandler) -> None:
+        h.close_connection = True  # the socket is closed without a byte of response
+
+    return behave
+
+
+def echo_auth(code: int, template: str = '{{"error": "invalid key {auth}"}}') -> Behaviour:
+    """An error page that repeats the Authorization header it received (as some proxies do)."""
+    return lambda h: h.reply(code, template.format(auth=h.headers.get("Authorization")))
+
+
+@pytest.fixture
+def serve():
+    servers: list[FakeServer] = []
+
+    def start(script: list[Behaviour] = (), default: Behaviour | None = None) -> FakeServer:
+        servers.append(FakeServer(list(script), default))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def req(text: str = "How are you?", output=None, max_tokens: int = 16) -> ChatRequest:
+    return ChatRequest.chat([{"role": "user", "content": text}], sampling=Sampling(max_tokens=max_tokens),
+                            output=output)
+
+
+def make_engine(server: FakeServer, **kwargs) -> OpenAIEngine:
+    options = {"concurrency": 1, "timeout": TIMEOUT, "max_attempts": 3, "backoff_s": 0.01} | kwargs
+    return OpenAIEngine(server.url + "/v1", "fake", **options)
+
+
+def run(server: FakeServer, requests: list[ChatRequest], cache: RequestCache, *, engine: OpenAIEngine | None = None,
+        **kwargs) -> tuple[list[ChatResult], dict]:
+    stats = Stats()
+    results = run_sync(engine or make_engine(server), requests, cache=cache, stats=stats, **kwargs)
+    assert len(results) == len(requests)
+    return results, stats.as_dict()
+
+
+def expect(stats: dict, **want) -> None:
+    got = {k: stats[k] for k in want}
+    assert got == want, stats
+
+
+def keys(requests: list[ChatRequest]) -> list[str]:
+    return [r.key("fake") for r in requests]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    with RequestCache(tmp_path / "c.sqlite") as c:
+        yield c
+
+
+# -- retried faults ----------------------------------------------------------------------------------------
+def test_429_honours_retry_after_then_answers(serve, cache):
+    server = serve([status(429, headers={"Retry-After": "0.2"})])
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert result.ok and result.text == "Fine, thanks." and result.attempts == 2
+    assert server.count == 2
+    waited = server.posts[1]["t"] - server.posts[0]["t"]
+    assert waited >= 0.19, f"the engine retried after {waited:.3f} s, not the 0.2 s the server asked for"
+    expect(stats, requests=1, sent=1, attempts=2, failures={}, cache_hits=0, replayed_failures=0,
+           prompt_tokens=10, completion_tokens=3, cached_prompt_tokens=4)
+    assert result.cached_tokens == 4
+    assert set(cache.answers(keys(requests))) == set(keys(requests))
+    assert cache.failures(keys(requests)) == {}
+
+
+def test_500_then_answer(serve, cache):
+    server = serve([status(500)])
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert result.ok and result.attempts == 2 and server.count == 2
+    expect(stats, sent=1, attempts=2, failures={}, cache_hits=0, replayed_failures=0)
+    assert list(cache.answers(keys(requests))) == keys(requests)
+
+
+def test_500_on_every_attempt_is_a_recorded_failure_and_resent_on_rerun(serve, cache):
+    server = serve([status(500)] * 3)
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert not result.ok and result.error_kind == "server_error" and result.attempts == 3
+    assert "HTTP 500" in result.error and result.text is None
+    assert server.count == 3
+    expect(stats, sent=1, attempts=3, failures={"server_error": 1}, cache_hits=0, replayed_failures=0,
+           completion_tokens=0)
+    assert cache.answers(keys(requests)) == {}
+    assert cache.failures(keys(requests))[keys(requests)[0]].error_kind == "server_error"
+
+    # server_error is transient: the rerun sends it again (the server now answers) and the answer replaces it
+    [again], stats = run(server, requests, cache)
+    assert again.ok and again.attempts == 1 and not again.from_cache
+    assert server.count == 4
+    expect(stats, sent=1, attempts=1, failures={}, cache_hits=0, replayed_failures=0)
+    assert list(cache.answers(keys(requests))) == keys(requests)
+    assert cache.failures(keys(requests)) == {}
+
+    [third], stats = run(server, requests, cache)
+    assert third.from_cache and third.text == again.text and server.count == 4
+    expect(stats, sent=0, attempts=0, cache_hits=1)
+
+
+def test_hang_past_timeout_then_answer(serve, cache):
+    server = serve([hang()])
+    requests = [req()]
+    started = time.perf_counter()
+    [result], stats = run(server, requests, cache)
+    assert time.perf_counter() - started < HANG, "the engine waited for the hung request instead of timing out"
+    assert result.ok and result.attempts == 2 and server.count == 2
+    expect(stats, sent=1, attempts=2, failures={}, cache_hits=0, replayed_failures=0)
+    assert list(cache.answers(keys(requests))) == keys(requests)
+
+
+def test_hang_on_every_attempt_is_a_timeout(serve, cache):
+    server = serve([], default=hang())
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert result.error_kind == "timeout" and result.attempts == 3 and server.count == 3
+    expect(stats, sent=1, attempts=3, failures={"timeout": 1}, cache_hits=0, replayed_failures=0)
+    assert cache.answers(keys(requests)) == {}
+    assert cache.failures(keys(requests))[keys(requests)[0]].error_kind == "timeout"
+
+
+def test_malformed_body_then_answer(serve, cache):
+    server = serve([raw("{not json")])
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert result.ok and result.text == "Fine, thanks." and result.attempts == 2 and server.count == 2
+    expect(stats, sent=1, attempts=2, failures={}, cache_hits=0, replayed_failures=0)
+    assert list(cache.answers(keys(requests))) == keys(requests)
+
+
+def test_always_malformed_is_malformed_response(serve, cache):
+    server = serve([], default=raw("{not json"))
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert result.error_kind == "malformed_response" and result.attempts == 3 and server.count == 3
+    assert result.text is None and result.parsed is None
+    expect(stats, sent=1, attempts=3, failures={"malformed_response": 1}, cache_hits=0, replayed_failures=0)
+    assert cache.answers(keys(requests)) == {}
+    assert cache.failures(keys(requests))[keys(requests)[0]].error_kind == "malformed_response"
+
+
+def test_dropped_connection_then_answer(serve, cache):
+    server = serve([drop()])
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert result.ok and result.attempts == 2 and server.count == 2
+    expect(stats, sent=1, attempts=2, failures={}, cache_hits=0, replayed_failures=0)
+    assert list(cache.answers(keys(requests))) == keys(requests)
+
+
+def test_dropped_connection_every_time_is_a_connection_failure(serve, cache):
+    server = serve([], default=drop())
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert result.error_kind == "connection" and result.attempts == 3 and server.count == 3
+    expect(stats, sent=1, attempts=3, failures={"connection": 1})
+    assert cache.answers(keys(requests)) == {}
+
+
+# -- answers that are failures (not retried; replayed from the cache) -------------------------------------
+def test_truncated_answer_is_a_failure_replayed_on_rerun(serve, cache):
+    server = serve([answer("I think that", finish="length")])
+    requests = [req()]
+    key = keys(requests)[0]
+    [result], stats = run(server, requests, cache)
+    assert result.error_kind == "truncated" and result.attempts == 1 and server.count == 1
+    assert result.text == "I think that" and result.finish_reason == "length"
+    expect(stats, sent=1, attempts=1, failures={"truncated": 1}, cache_hits=0, replayed_failures=0)
+    assert cache.answers([key]) == {}
+    assert cache.failures([key])[key].error_kind == "truncated"
+
+    [replayed], stats = run(server, requests, cache)
+    assert replayed.error_kind == "truncated" and replayed.from_cache and replayed.text == "I think that"
+    assert server.count == 1
+    expect(stats, sent=0, attempts=0, replayed_failures=1, cache_hits=0, failures={"truncated": 1})
+
+    [resent], stats = run(server, requests, cache, retry_failed=True)
+    assert resent.ok and not resent.from_cache and resent.text == "Fine, thanks."
+    assert server.count == 2
+    expect(stats, sent=1, attempts=1, replayed_failures=0, cache_hits=0, failures={})
+    assert list(cache.answers([key])) == [key]
+    assert cache.failures([key]) == {}
+
+
+def test_client_error_is_not_retried(serve, cache):
+    server = serve([status(400, '{"error": "unknown parameter"}')])
+    requests = [req()]
+    key = keys(requests)[0]
+    [result], stats = run(server, requests, cache)
+    assert result.error_kind == "client_error" and result.attempts == 1 and server.count == 1
+    assert "HTTP 400" in result.error and "unknown parameter" in result.error
+    expect(stats, sent=1, attempts=1, failures={"client_error": 1}, cache_hits=0, replayed_failures=0)
+    assert cache.answers([key]) == {}
+    assert cache.failures([key])[key].error_kind == "client_error"
+
+    [replayed], stats = run(server, requests, cache)
+    assert replayed.error_kind == "client_error" and replayed.from_cache and server.count == 1
+    expect(stats, sent=0, replayed_failures=1)
+
+
+def test_context_overflow_is_its_own_kind(serve, cache):
+    server = serve([status(400, '{"error": {"message": "request exceeds the context length"}}')])
+    [result], stats = run(server, [req()], cache)
+    assert result.error_kind == "context" and result.attempts == 1 and server.count == 1
+    expect(stats, failures={"context": 1})
+
+
+def test_choice_answer_outside_the_labels_is_invalid_output(serve, cache):
+    labels = ("yes", "no")
+    # /models says owned_by "test": the engine asks for a one-field JSON object {"answer": <label>}
+    server = serve([answer("maybe"), answer('{"answer": "maybe"}'), answer('{"reply": "yes"}'), answer(""),
+                    answer('{"answer": "Yes"}')])
+    requests = [req(f"Question {i}?", output=Choice(labels)) for i in range(5)]
+    results, stats = run(server, requests, cache, engine=make_engine(server, structured="auto"))
+    schema = server.posts[0]["body"]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["answer"]["enum"] == list(labels)
+    assert [r.error_kind for r in results] == ["invalid_output", "invalid_output", "invalid_output", "empty", None]
+    assert [r.attempts for r in results] == [1] * 5 and server.count == 5  # a property of the answer: not retried
+    assert results[4].parsed == "yes"
+    for r in results:
+        assert (r.ok and r.parsed in labels) or (not r.ok and r.parsed is None)
+    expect(stats, sent=5, attempts=5, failures={"invalid_output": 3, "empty": 1})
+    ks = keys(requests)
+    assert set(cache.failures(ks)) == set(ks[:4]) and set(cache.answers(ks)) == {ks[4]}
+
+
+def test_choice_without_server_side_constraint_parses_the_text(serve, cache):
+    server = serve([answer("No."), answer("Perhaps not"), answer('"yes"')])
+    requests = [req(f"Question {i}?", output=Choice(("yes", "no"))) for i in range(3)]
+    results, _ = run(server, requests, cache, engine=make_engine(server, structured="none"))
+    assert "response_format" not in server.posts[0]["body"] and "grammar" not in server.posts[0]["body"]
+    assert [(r.error_kind, r.parsed) for r in results] == [(None, "no"), ("invalid_output", None), (None, "yes")]
+
+
+SCORE = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}},
+         "required": ["score"], "additionalProperties": False}
+
+
+def test_json_schema_violation_is_invalid_output(serve, cache):
+    texts = ['{"score": "high"}', '{"score": 9}', '{"score": 3, "why": "x"}', "{}", "score: 3", '["score", 3]',
+             '```json\n{"score": 4}\n```', '{"score": 2}']
+    server = serve([answer(t) for t in texts])
+    requests = [req(f"Rate {i}.", output=JsonSchema.of(SCORE)) for i in range(len(texts))]
+    results, stats = run(server, requests, cache)
+    assert server.posts[0]["body"]["response_format"]["json_schema"]["schema"] == SCORE
+    assert [r.error_kind for r in results] == ["invalid_output"] * 6 + [None, None]
+    assert [r.parsed for r in results[6:]] == [{"score": 4}, {"score": 2}]
+    assert all(r.attempts == 1 for r in results) and server.count == len(texts)
+    for r in results:
+        if r.ok:
+            jsonschema.validate(r.parsed, SCORE)
+        else:
+            assert r.parsed is None and r.error.startswith("JSON does not fit the schema")
+    expect(stats, sent=8, attempts=8, failures={"invalid_output": 6})
+    ks = keys(requests)
+    assert set(cache.failures(ks)) == set(ks[:6]) and set(cache.answers(ks)) == set(ks[6:])
+    for cached in cache.answers(ks).values():  # what the cache will serve later is valid too
+        jsonschema.validate(cached.parsed, SCORE)
+
+
+MALFORMED = {
+    "not json": "{not json",
+    "empty body": "",
+    "json null": "null",
+    "json list": "[]",
+    "no choices": '{"id": "x"}',
+    "empty choices": '{"choices": []}',
+    "choices not a list": '{"choices": "abc"}',
+    "message not an object": '{"choices": [{"message": "hi", "finish_reason": "stop"}]}',
+    "content not a string": '{"choices": [{"message": {"content": ["hi"]}, "finish_reason": "stop"}]}',
+    "usage not an object": '{"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": [1]}',
+    "token count not a number": '{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": "ten"}}',
+    "token count NaN": '{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": NaN}}',
+    "details not an object": '{"choices": [{"message": {"content": "hi"}}], '
+                             '"usage": {"prompt_tokens_details": "x"}}',
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_bodies_never_become_answers(serve, cache, body):
+    server = serve([], default=raw(body))
+    requests = [req()]
+    [result], stats = run(server, requests, cache)
+    assert not result.ok and result.error_kind == "malformed_response"
+    assert result.attempts == 3 and server.count == 3
+    expect(stats, sent=1, attempts=3, failures={"malformed_response": 1})
+    assert cache.answers(keys(requests)) == {}
+
+
+@pytest.mark.parametrize("body", [
+    '{"choices": [{"message": {"content": null}, "finish_reason": "stop"}]}',
+    '{"choices": [{"message": {"role": "assistant"}, "finish_reason": "stop"}]}',
+    '{"choices": [{"message": {"content": "  \\n "}, "finish_reason": "stop"}]}',
+], ids=["null content", "no content", "blank content"])
+def test_empty_answers_are_failures(serve, cache, body):
+    server = serve([], default=raw(body))
+    [result], stats = run(server, [req()], cache)
+    assert result.error_kind == "empty" and result.attempts == 1 and server.count == 1
+    expect(stats, failures={"empty": 1})
+
+
+def test_infinite_token_count_is_malformed_not_a_crash(serve, cache):
+    body = '{"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1e999}}'
+    server = serve([], default=raw(body))
+    [result], _ = run(server, [req()], cache)
+    assert result.error_kind == "malformed_response"
+
+
+def test_mixed_batch_accounting(serve, cache):
+    """One batch through one worker: every fault in turn, accounted per request and in total."""
+    server = serve([answer(), status(429, headers={"Retry-After": "0"}), answer(), answer("cut", finish="length"),
+                    status(400), drop(), raw("{not json"), answer()])
+    requests = [req(f"Message {i}") for i in range(5)]
+    results, stats = run(server, requests, cache)
+    assert [(r.error_kind, r.attempts) for r in results] == [
+        (None, 1), (None, 2), ("truncated", 1), ("client_error", 1), (None, 3)]
+    assert server.count == 8
+    expect(stats, requests=5, sent=5, attempts=8, failures={"client_error": 1, "truncated": 1}, cache_hits=0,
+           replayed_failures=0, prompt_tokens=40, completion_tokens=12, cached_prompt_tokens=16)
+    ks = keys(requests)
+    assert set(cache.answers(ks)) == {ks[0], ks[1], ks[4]} and set(cache.failures(ks)) == {ks[2], ks[3]}
+
+    results2, stats = run(server, requests, cache)
+    assert server.count == 8
+    assert [r.error_kind for r in results2] == [r.error_kind for r in results]
+    assert [r.text for r in results2] == [r.text for r in results]
+    expect(stats, requests=5, sent=0, attempts=0, cache_hits=3, replayed_failures=2,
+           failures={"client_error": 1, "truncated": 1})
+
+
+# -- secrets -------------------------------------------------------------------------------------------------
+def _all_bytes(directory: Path) -> bytes:
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    assert files, directory
+    return b"".join(p.read_bytes() for p in files)
+
+
+def test_api_key_is_sent_but_never_recorded(serve, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server = serve([echo_auth(400)] + [echo_auth(500)] * 3
+                   + [echo_auth(200, '{{"choices": "not for {auth}"}}')] * 3 + [answer("All good.")])
+    cache_dir = tmp_path / "secret-cache"
+    engine = make_engine(server)
+    requests = [req("one"), req("two"), req("three"), req("four")]
+    with RequestCache(cache_dir / "c.sqlite") as cache:
+        results, stats = run(server, requests, cache, engine=engine)
+        assert cache.counts() == {"answers": 1, "failures": 3}
+    assert [r.error_kind for r in results] == ["client_error", "server_error", "malformed_response", None]
+    assert server.count == 8
+    assert {p["auth"] for p in server.posts} == {f"Bearer {SECRET}"}
+    for r in results[:3]:
+        assert "***" in r.error, r.error  # the key was echoed, and scrubbed
+        assert SECRET not in r.error
+    assert SECRET not in json.dumps([r.to_json() for r in results])
+    stored = _all_bytes(cache_dir)
+    assert b"All good." in stored and b"***" in stored  # the scan sees what was written (WAL included)
+    assert SECRET.encode() not in stored
+    assert SECRET not in json.dumps(engine.describe()) and SECRET not in json.dumps(stats)
+    assert engine.describe()["base_url"] == server.url + "/v1"
+
+
+@pytest.mark.parametrize("code,cut", [(500, 200), (400, 300)])
+def test_api_key_cut_by_truncation_is_still_scrubbed(serve, cache, monkeypatch, code, cut):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    prefix = "x" * (cut - len("Bearer ") - 14)  # the cut falls after "sk-test-SECRET"
+    server = serve([], default=echo_auth(code, prefix + "{auth}"))
+    [result], _ = run(server, [req()], cache)
+    assert result.error_kind in ("server_error", "client_error")
+    assert "SECRET" not in result.error, result.error
+
+
+def test_engine_check_cli_with_key(serve, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server = serve([echo_auth(400)])
+    cache_dir = tmp_path / "cli-cache"
+    result = CliRunner().invoke(app, ["engine-check", "--engine", "openai", "--base-url", server.url + "/v1",
+                                      "--requests", "2", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    assert server.count == 2 and {p["auth"] for p in server.posts} == {f"Bearer {SECRET}"}
+    assert {p["body"]["model"] for p in server.posts} == {"fake"}  # discovered through GET /v1/models
+    assert "/v1/models" in server.gets
+    lines = result.output.splitlines()
+    assert any("requests/s" in line for line in lines), result.output
+    assert any("output tokens/s" in line for line in lines), result.output
+    assert "client_error: 1" in result.output, result.output
+    assert SECRET not in result.output and SECRET not in result.stdout + result.stderr
+    with RequestCache.in_dir(cache_dir) as cache:
+        assert cache.counts() == {"answers": 1, "failures": 1}
+    assert SECRET.encode() not in _all_bytes(cache_dir)
