@@ -30,14 +30,22 @@ class BuildResult:
     out: Path
     manifest: dict
     seconds: float
+    dry_run: dict | None = None  # requests and token estimates per task, when nothing was sent
 
 
 def check_config(cfg: BuildConfig) -> None:
     if cfg.stage not in ("sft", "all"):
         raise ConfigError(f"--stage must be sft or all, not {cfg.stage!r}")
-    if cfg.stage == "all":
-        raise ConfigError("--stage all (mining and judging preference pairs) is not available in this version "
-                          "yet; run --stage sft")
+    if cfg.samples < 1:
+        raise ConfigError("--samples must be at least 1")
+    from ipm_prefdial.engines import ENGINES
+
+    for option in ("engine", "judge_engine"):
+        value = getattr(cfg, option)
+        if value is not None and value not in ENGINES:
+            raise ConfigError(f"--{option.replace('_', '-')} must be one of {', '.join(ENGINES)}, not {value!r}")
+    if cfg.stage == "all" and cfg.engine == "openai" and not cfg.base_url:
+        raise ConfigError("--engine openai needs --base-url")
     if cfg.resolved_split() not in SPLIT_METHODS:
         raise ConfigError(f"--split must be one of {', '.join(SPLIT_METHODS)}, not {cfg.split!r}")
     if cfg.on_invalid not in ("error", "skip"):
@@ -72,8 +80,19 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                     distribution[split][turn.strategy] += 1
                 progress.advance(task)
 
+    mined = None
+    if cfg.stage == "all":
+        from ipm_prefdial.pipeline import dry_run_estimate, mine
+
+        if cfg.dry_run:
+            return BuildResult(out, {}, time.perf_counter() - started, dry_run_estimate(per_split, prompts, cfg))
+        mined = mine(per_split, prompts, cfg, console)
+        rows.update(mined.rows)
+    elif cfg.dry_run:
+        return BuildResult(out, {}, time.perf_counter() - started, {})
+
     files: dict[str, dict] = {}
-    for config in SFT_CONFIGS:
+    for config in rows:
         for split in CONFIG_SPLITS[config]:
             rel = data_file(config, split)
             table = write_parquet_atomic(out / rel, rows[config][split], FEATURES[config])
@@ -97,11 +116,12 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         },
         "prompts": prompts.hashes(),
         "build_config": _public_config(cfg),
-        "models": {},
-        "sampling": {},
-        "mining": None,
-        "judge": None,
-        "counts": {c: {s: len(rows[c][s]) for s in CONFIG_SPLITS[c]} for c in SFT_CONFIGS},
+        "models": mined.models if mined else {},
+        "sampling": mined.sampling if mined else {},
+        "mining": mined.mining if mined else None,
+        "judge": mined.judge if mined else None,
+        "pairs_by_strategy": mined.by_strategy if mined else None,
+        "counts": {c: {s: len(rows[c][s]) for s in CONFIG_SPLITS[c]} for c in rows},
         "strategy_distribution": {s: {name: distribution[s][name] for name in STRATEGIES} for s in SPLITS},
         "files": files,
     }

@@ -38,6 +38,46 @@ class BuildConfig:
     """Cache root (downloads, LLM answers). Default: IPM_CACHE_DIR or the user cache directory."""
     prompts_dir: str | None = None
     """Directory of prompt templates replacing the bundled prompts/."""
+    # -- mining (stage all) -----------------------------------------------------------------------------
+    engine: str = "local"
+    """Policy engine: local (embedded llama.cpp) | openai | vllm | transformers."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint of the policy (engine openai); the key comes from OPENAI_API_KEY."""
+    model: str | None = None
+    """Policy model for all three tasks (default: the engine's; local: bundled SmolLM2)."""
+    sp_model: str | None = None
+    """Strategy-planner policy (e.g. an SFT checkpoint from ipm train), on the same engine kind."""
+    rg_model: str | None = None
+    """Response-generator policy."""
+    vm_model: str | None = None
+    """Joint-model policy."""
+    concurrency: int | None = None
+    """Requests in flight per engine (local: slots; transformers: batch size)."""
+    samples: int = 1
+    """Policy samples per turn (the paper: 1)."""
+    temperature: float = 0.7
+    """Policy sampling temperature (the paper: 0.7)."""
+    top_p: float = 0.95
+    """Policy nucleus sampling (the paper: 0.95)."""
+    sp_max_tokens: int = 32
+    rg_max_tokens: int = 160
+    vm_max_tokens: int = 192
+    judge_engine: str | None = None
+    """Judge engine (default: the policy engine)."""
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    """Judge model (default: the policy model)."""
+    judge_temperature: float = 0.0
+    """The judge answers at temperature 0: a verdict should not depend on luck."""
+    judge_max_tokens: int = 320
+    no_judge: bool = False
+    """Skip the judge: judge is null in every pair."""
+    no_cache: bool = False
+    """Do not read or write the request cache."""
+    retry_failed: bool = False
+    """Re-send requests whose recorded answer was a failure (truncated, invalid)."""
+    dry_run: bool = False
+    """Print the number of requests and a token estimate; send nothing, write nothing."""
 
     def resolved_split(self) -> str:
         return self.split or ("decoupledesc" if self.source == "esconv" else "random")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -11,11 +12,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ipm_prefdial.convert import parse_tagged
+from ipm_prefdial.judging import ERROR_TYPES
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.card import read_card_metadata
-from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, TASK_OF
 from ipm_prefdial.release.files import sha256_file
-from ipm_prefdial.strategies import STRATEGIES
+from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
 
 MAX_PER_KIND = 5  # examples shown per kind of row problem; the count is always complete
 
@@ -54,17 +56,19 @@ def validate(directory: str | Path) -> Report:
     card_meta = _card(root, report)
     manifest = _manifest(root, report)
     on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet")}
-    _check_files(root, manifest, on_disk, report)
-    configs = _check_card(root, card_meta, on_disk, report)
+    unreadable = _unreadable(root, on_disk, report)
+    _check_files(root, manifest, on_disk, unreadable, report)
+    configs = _check_card(root, card_meta, on_disk, unreadable, report)
     prompts = _prompts_for(manifest, report)
     split_of_dialog: dict[int, tuple[str, str]] = {}
     ids_per_split: dict[str, dict[str, set[str]]] = {}
+    sft_prompts: dict[tuple[str, str], list] = {}
     for config, files in configs.items():
         seen_ids: dict[str, str] = {}
         ids_per_split[config] = {}
         for split, rel in files.items():
             path = root / rel
-            if not path.is_file():
+            if not path.is_file() or rel in unreadable:
                 continue
             table = pq.read_table(path)
             expected = FEATURES[config].arrow_schema
@@ -86,7 +90,7 @@ def validate(directory: str | Path) -> Report:
                 if previous[0] != split:
                     report.row("dialogue in two splits",
                                f"dialog_id {row['dialog_id']} in {previous[1]}/{previous[0]} and {config}/{split}")
-                _check_row(config, row, where, prompts, report)
+                _check_row(config, row, where, prompts, report, sft_prompts)
             report.summary.append((config, split, len(rows), len(dialogs)))
     _check_same_turns(ids_per_split, report)
     if manifest:
@@ -127,12 +131,26 @@ def _manifest(root: Path, report: Report) -> dict:
         return {}
 
 
-def _check_files(root: Path, manifest: dict, on_disk: set[str], report: Report) -> None:
+def _unreadable(root: Path, on_disk: set[str], report: Report) -> set[str]:
+    """Data files that are not parquet at all (named once, then left out of every other check)."""
+    bad = set()
+    for rel in sorted(on_disk):
+        try:
+            pq.ParquetFile(root / rel)
+        except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+            report.add(f"{rel}: not a readable parquet file ({exc})")
+            bad.add(rel)
+    return bad
+
+
+def _check_files(root: Path, manifest: dict, on_disk: set[str], unreadable: set[str], report: Report) -> None:
     listed = manifest.get("files", {}) if manifest else {}
     for rel, info in listed.items():
         path = root / rel
         if not path.is_file():
             report.add(f"{rel}: listed in manifest.json but missing")
+            continue
+        if rel in unreadable:
             continue
         digest = sha256_file(path)
         if digest != info.get("sha256"):
@@ -145,7 +163,8 @@ def _check_files(root: Path, manifest: dict, on_disk: set[str], report: Report) 
         report.add(f"{rel}: not listed in manifest.json")
 
 
-def _check_card(root: Path, meta: dict, on_disk: set[str], report: Report) -> dict[str, dict[str, str]]:
+def _check_card(root: Path, meta: dict, on_disk: set[str], unreadable: set[str], report: Report
+                ) -> dict[str, dict[str, str]]:
     """Config -> split -> data file, from the card's ``configs``; also checks dataset_info against the files."""
     result: dict[str, dict[str, str]] = {}
     if not meta:
@@ -178,7 +197,7 @@ def _check_card(root: Path, meta: dict, on_disk: set[str], report: Report) -> di
             report.add(f"README.md: dataset_info features of {name} differ from the {name} schema")
         for split_info in info.get("splits", []):
             rel = result[name].get(split_info.get("name"))
-            if rel:
+            if rel and rel not in unreadable:
                 rows = pq.ParquetFile(root / rel).metadata.num_rows
                 if rows != split_info.get("num_examples"):
                     report.add(f"README.md: dataset_info {name}/{split_info.get('name')} num_examples "
@@ -202,9 +221,13 @@ def _prompts_for(manifest: dict, report: Report) -> Prompts | None:
         return None
 
 
-def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, report: Report) -> None:
-    if row["id"] != f"{row['dialog_id']}-{row['turn_index']}":
-        report.row("id is not <dialog_id>-<turn_index>", where)
+def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, report: Report,
+               sft_prompts: dict[tuple[str, str], list]) -> None:
+    task = TASK_OF[config]
+    pair = config in PAIR_CONFIGS
+    turn_id = f"{row['dialog_id']}-{row['turn_index']}"
+    if not (re.fullmatch(re.escape(turn_id) + r"-s\d+", row["id"]) if pair else row["id"] == turn_id):
+        report.row("id is not <dialog_id>-<turn_index>" + ("-s<k>" if pair else ""), where)
     if row["strategy"] not in STRATEGIES:
         report.row("unknown gold strategy", f"{where} ({row['strategy']!r})")
     prompt = row["prompt"] or []
@@ -212,32 +235,90 @@ def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, repo
         report.row("prompt does not start with a non-empty system message", where)
     chat = prompt[1:]
     roles = [m["role"] for m in chat]
-    if config == "strategy_sft":
+    if task == "sp":
         if roles != ["user"]:
             report.row("SP prompt is not system + one user message", where)
     elif roles != ["user", "assistant"] * (len(roles) // 2) + ["user"]:
         report.row("prompt roles do not alternate user/assistant from a user message to a user message", where)
-    if any(m["content"] is None or (m["role"] == "assistant" and not m["content"].strip()) for m in chat):
+    if any(m["content"] is None or (m["role"] != "user" and not m["content"].strip()) for m in prompt):
         report.row("empty message in the prompt", where)
-    completion = row["completion"] or []
-    if len(completion) != 1 or completion[0]["role"] != "assistant" or not (completion[0]["content"] or "").strip():
-        report.row("completion is not one non-empty assistant message", where)
-        return
-    target = completion[0]["content"]
-    if config == "strategy_sft" and target != row["strategy"]:
-        report.row("SP completion is not the row's strategy name", f"{where} ({target!r})")
-    if config == "joint_sft":
-        strategy, reply = parse_tagged(target)
-        if strategy != row["strategy"] or not reply:
-            report.row("VM completion is not '[<strategy>] <reply>' with the row's strategy", where)
+    if task == "vm":
         for m in chat:
             if m["role"] == "assistant" and parse_tagged(m["content"])[0] not in STRATEGIES:
                 report.row("VM history message without a known [strategy] tag", where)
                 break
-    if config == "response_sft" and prompts is not None and chat:
+    if task == "rg" and prompts is not None and chat:
         named = prompts.parse_rg_instruction(chat[-1]["content"])
         if named != row["strategy"]:
             report.row("RG prompt does not name the row's strategy after the history", f"{where} ({named!r})")
+    if not pair:
+        sft_prompts[(task, turn_id)] = prompt
+        target = _one_message(row["completion"], "completion", where, report)
+        if target is not None:
+            _check_target(task, "completion", target, row, where, report)
+        return
+    known = sft_prompts.get((task, turn_id))
+    if sft_prompts and known is None:
+        report.row("pair of a turn that is not in the SFT configs", where)
+    elif known is not None and known != prompt:
+        report.row("pair prompt differs from the SFT prompt of the same turn", where)
+    chosen = _one_message(row["chosen"], "chosen", where, report)
+    rejected = _one_message(row["rejected"], "rejected", where, report)
+    if chosen is None or rejected is None:
+        return
+    _check_target(task, "chosen", chosen, row, where, report)
+    if chosen == rejected:
+        report.row("chosen equals rejected", where)
+    rejected_strategy = row["rejected_strategy"]
+    if task == "sp":
+        if rejected not in STRATEGIES or rejected == row["strategy"]:
+            report.row("SP rejected is not a strategy name distinct from the gold one", f"{where} ({rejected!r})")
+        if rejected_strategy != rejected:
+            report.row("SP rejected_strategy is not the rejected strategy", where)
+    elif task == "rg" and rejected_strategy != row["strategy"]:
+        report.row("RG rejected_strategy is not the gold strategy", where)
+    elif task == "vm":
+        label = parse_tagged(rejected)[0]
+        expected = canonical_strategy(label, synonyms=False) if label is not None else None
+        if rejected_strategy != expected:
+            report.row("VM rejected_strategy does not match the tag of the rejected output", where)
+    miner = row["miner"]
+    if miner is None or not miner.get("model") or not miner.get("engine"):
+        report.row("pair without miner engine/model", where)
+    _check_judge(config, row["judge"], where, report)
+
+
+def _one_message(messages: list | None, column: str, where: str, report: Report) -> str | None:
+    if not messages or len(messages) != 1 or messages[0]["role"] != "assistant" or \
+            not (messages[0]["content"] or "").strip():
+        report.row(f"{column} is not one non-empty assistant message", where)
+        return None
+    return messages[0]["content"]
+
+
+def _check_target(task: str, column: str, target: str, row: dict, where: str, report: Report) -> None:
+    """The gold side: the strategy name (SP), the tagged utterance (VM)."""
+    if task == "sp" and target != row["strategy"]:
+        report.row(f"SP {column} is not the row's strategy name", f"{where} ({target!r})")
+    if task == "vm":
+        strategy, reply = parse_tagged(target)
+        if strategy != row["strategy"] or not reply:
+            report.row(f"VM {column} is not '[<strategy>] <reply>' with the row's strategy", where)
+
+
+def _check_judge(config: str, judge: dict | None, where: str, report: Report) -> None:
+    if judge is None:
+        return
+    if config == "strategy_pairs":
+        report.row("strategy pair with a judge verdict (only response-level pairs are judged)", where)
+        return
+    errors = (judge["chosen_error"], judge["rejected_error"])
+    if any(e is not None and e not in ERROR_TYPES for e in errors):
+        report.row("judge error label outside None / Lack Empathy / Early Emotion Shift / Template Response", where)
+    if judge["retained"] != (errors[0] is None and errors[1] is not None):
+        report.row("judge retained disagrees with the rule (chosen without error, rejected with one)", where)
+    if not judge.get("model"):
+        report.row("judge verdict without a model", where)
 
 
 def _check_same_turns(ids: dict[str, dict[str, set[str]]], report: Report) -> None:

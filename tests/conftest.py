@@ -28,3 +28,24 @@ def esconv_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("build") / "ipm_prefdial"
     build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out)))
     return out
+
+
+# Small answer bounds keep the sample build of the tests to a few minutes on two cores.
+PAIR_BUILD_ARGS = ["--source", "esconv", "--source-path", str(ESCONV_JSON), "--stage", "all", "--limit", "1",
+                   "--sp-max-tokens", "8", "--rg-max-tokens", "40", "--vm-max-tokens", "48",
+                   "--judge-max-tokens", "200"]
+
+
+@pytest.fixture(scope="session")
+def pairs_build(tmp_path_factory) -> dict:
+    """`ipm build --source esconv --limit 1 --stage all` on the embedded engine with the real SmolLM2 model,
+    made once per session (read-only for tests): {"out", "cache", "output"}."""
+    from typer.testing import CliRunner
+
+    from ipm_prefdial.cli import app
+
+    root = tmp_path_factory.mktemp("pairs")
+    out, cache = root / "ipm_prefdial", root / "cache"
+    result = CliRunner().invoke(app, ["build", *PAIR_BUILD_ARGS, "--out", str(out), "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    return {"out": out, "cache": cache, "output": result.output}

@@ -206,7 +206,8 @@ async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency:
     for i, request in enumerate(requests):
         groups.setdefault(request.group if request.group is not None else ("#", i), []).append(i)
     todo: asyncio.Queue[list[int]] = asyncio.Queue()
-    for indices in groups.values():
+    # Longest groups first: a long dialogue started last would leave the other slots idle at the end.
+    for indices in sorted(groups.values(), key=len, reverse=True):
         todo.put_nowait(indices)
     done: asyncio.Queue[tuple[int, ChatResult]] = asyncio.Queue()
 

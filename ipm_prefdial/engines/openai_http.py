@@ -156,7 +156,8 @@ class OpenAIEngine(Engine):
                         parsed.attempts = attempt
                         parsed.truncated_messages = dropped
                         return parsed
-                    kind, message = "malformed_response", f"unreadable response body: {self._clip(response.text, 120)!r}"
+                    kind = "malformed_response"
+                    message = f"unreadable response body: {self._clip(response.text, 120)!r}"
             if attempt < self.max_attempts:
                 delay = wait if wait is not None else self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
                 await asyncio.sleep(min(delay, self.max_backoff_s))

@@ -56,10 +56,20 @@ class Stats:
 
 async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache: RequestCache | None = None,
                        retry_failed: bool = False, progress: Progress | None = None, description: str = "requests",
-                       stats: Stats | None = None) -> list[ChatResult]:
+                       stats: Stats | None = None, labels: Sequence[str] | None = None,
+                       stats_by: dict[str, Stats] | None = None) -> list[ChatResult]:
     """One result per request, in order. Cached answers are not re-sent; every new result is committed as it
-    arrives, so a killed run loses nothing that was answered."""
+    arrives, so a killed run loses nothing that was answered.
+
+    ``labels`` (one per request) with ``stats_by`` splits the accounting, e.g. per task when the SP, RG and VM
+    requests of a build share one engine and run as one batch (all slots busy, each dialogue on its stream);
+    a label's ``wall_s`` is the time until its last result."""
     stats = stats if stats is not None else Stats()
+    parts: list[Stats] = [stats] * len(requests)
+    if labels is not None:
+        assert stats_by is not None and len(labels) == len(requests)
+        parts = [stats_by.setdefault(label, Stats()) for label in labels]
+    last_of: dict[int, float] = {}
     started = time.perf_counter()
     keys = [r.key(engine.model) for r in requests]
     results: list[ChatResult | None] = [None] * len(requests)
@@ -72,15 +82,24 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
         if key in answers:
             results[i] = answers[key]
             stats.cache_hits += 1
+            if labels is not None:
+                parts[i].cache_hits += 1
         elif key in failed and failed[key].error_kind not in TRANSIENT:
             results[i] = failed[key]
             stats.replayed_failures += 1
+            if labels is not None:
+                parts[i].replayed_failures += 1
         elif key in first_of:
             duplicates.append((i, first_of[key]))
         else:
             first_of[key] = i
             pending.append(i)
     stats.requests += len(requests)
+    if labels is not None:
+        for i in range(len(requests)):
+            parts[i].requests += 1
+        for i in pending:
+            parts[i].sent += 1
     task = progress.add_task(description, total=len(requests), completed=len(requests) - len(pending)) \
         if progress else None
     if pending:
@@ -89,6 +108,9 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
             i = pending[j]
             results[i] = result
             stats.attempts += result.attempts
+            if labels is not None:
+                parts[i].attempts += result.attempts
+                last_of[id(parts[i])] = time.perf_counter()
             if cache:
                 cache.put(keys[i], engine.model, result)
             if progress and task is not None:
@@ -100,9 +122,14 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:  # an engine that drops a request is a bug in the engine; say so instead of guessing
         raise RuntimeError(f"engine {engine.name} returned no result for {len(missing)} requests")
-    for r in results:
+    for i, r in enumerate(results):
         stats.count(r)  # type: ignore[arg-type]
+        if labels is not None:
+            parts[i].count(r)  # type: ignore[arg-type]
     stats.wall_s += time.perf_counter() - started
+    if labels is not None:
+        for part in {id(p): p for p in parts}.values():
+            part.wall_s += last_of.get(id(part), started) - started
     return results  # type: ignore[return-value]
 
 

@@ -15,9 +15,45 @@ COMMON = {
 }
 SFT_FEATURES = Features({**COMMON, "prompt": List(MESSAGE), "completion": List(MESSAGE)})
 
+MINER = {
+    "engine": Value("string"),
+    "model": Value("string"),
+    "temperature": Value("float64"),
+    "top_p": Value("float64"),
+    "seed": Value("int64"),
+    "prompt_sha256": Value("string"),
+}
+JUDGE = {
+    "retained": Value("bool"),
+    "chosen_error": Value("string"),
+    "rejected_error": Value("string"),
+    "chosen_explanation": Value("string"),
+    "rejected_explanation": Value("string"),
+    "model": Value("string"),
+}
+PAIR_FEATURES = Features({
+    **COMMON,
+    "prompt": List(MESSAGE),
+    "chosen": List(MESSAGE),
+    "rejected": List(MESSAGE),
+    "rejected_strategy": Value("string"),
+    "miner": MINER,
+    "judge": JUDGE,  # null when no judge ran (strategy pairs, --no-judge)
+})
+
 SFT_CONFIGS = ("strategy_sft", "response_sft", "joint_sft")
-CONFIG_SPLITS = {name: ("train", "validation", "test") for name in SFT_CONFIGS}
-FEATURES: dict[str, Features] = {name: SFT_FEATURES for name in SFT_CONFIGS}
+PAIR_CONFIGS = ("strategy_pairs", "response_pairs", "joint_pairs")
+CONFIG_SPLITS = {
+    **{name: ("train", "validation", "test") for name in SFT_CONFIGS},
+    **{name: ("train", "validation") for name in PAIR_CONFIGS},
+}
+FEATURES: dict[str, Features] = {
+    **{name: SFT_FEATURES for name in SFT_CONFIGS},
+    **{name: PAIR_FEATURES for name in PAIR_CONFIGS},
+}
+# The task (SP, RG, VM) behind each config.
+TASK_OF = {"strategy_sft": "sp", "response_sft": "rg", "joint_sft": "vm",
+           "strategy_pairs": "sp", "response_pairs": "rg", "joint_pairs": "vm"}
 
 
 def data_file(config: str, split: str) -> str:

@@ -1,0 +1,118 @@
+"""Inferential Preference Mining (METHOD.md section 3): requests per supporter turn, and pairs from answers.
+
+Pure functions: a Turn and the engine's answer in, a pair row (or the reason there is none) out. Running the
+requests is the caller's business (``ipm_prefdial.pipeline``), so mining can run anywhere an engine can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from ipm_prefdial.convert import Turn, parse_tagged, rg_prompt, sp_prompt, tagged, vm_prompt
+from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Sampling
+from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+
+TASKS = ("sp", "rg", "vm")
+PAIR_CONFIG = {"sp": "strategy_pairs", "rg": "response_pairs", "vm": "joint_pairs"}
+MINED_SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class PolicySampling:
+    """How the policy is sampled (the paper: temperature 0.7, top_p 0.95, one sample per turn)."""
+
+    samples: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: tuple[tuple[str, int], ...] = (("sp", 32), ("rg", 160), ("vm", 192))
+
+    def sampling(self, task: str) -> Sampling:
+        return Sampling(self.temperature, self.top_p, dict(self.max_tokens)[task])
+
+
+def prompt_messages(task: str, turn: Turn, prompts: Prompts) -> list[dict[str, str]]:
+    return {"sp": sp_prompt, "rg": rg_prompt, "vm": vm_prompt}[task](turn, prompts)
+
+
+def policy_requests(task: str, turn: Turn, prompts: Prompts, policy: PolicySampling) -> list[ChatRequest]:
+    """The task's requests for one turn, one per sample. A dialogue's requests share a group, so one worker
+    (one engine slot) sends them in turn order over a growing, cache-friendly prefix."""
+    messages = prompt_messages(task, turn, prompts)
+    output = Choice(STRATEGIES) if task == "sp" else None
+    return [ChatRequest.chat(messages, sampling=policy.sampling(task), output=output, sample=k,
+                             group=f"{task}:{turn.dialog_id}") for k in range(policy.samples)]
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str) -> str:
+    """A reply cut at max_tokens, back to the end of its last complete sentence ("" when it has none)."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].strip() if ends else ""
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def prompt_sha256(messages: list[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, miner: dict
+              ) -> tuple[dict | None, str]:
+    """(row, outcome). outcome is "pair", or why there is no pair: "failed:<kind>", "agree" (SP predicted
+    the gold strategy), "empty", "same_as_gold"; VM rows whose strategy cannot be parsed are pairs with
+    outcome "pair_unparsed_strategy". A reply that hit max_tokens is cut back to its last complete sentence
+    and kept (outcome "pair_trimmed"); one with no complete sentence is a failure."""
+    trimmed = False
+    if not result.ok:
+        if not (result.error_kind == "truncated" and task != "sp" and trim_to_sentence(result.text or "")):
+            return None, f"failed:{result.error_kind}"
+        trimmed = True
+    messages = request.message_dicts()
+    text = trim_to_sentence(result.text or "") if trimmed else result.text.strip()
+    if task == "sp":
+        predicted = canonical_strategy(str(result.parsed), synonyms=False)
+        if predicted is None:
+            return None, "failed:invalid_output"
+        if predicted == turn.strategy:
+            return None, "agree"
+        chosen, rejected, rejected_strategy = turn.strategy, predicted, predicted
+    elif task == "rg":
+        if not text:
+            return None, "empty"
+        if normalise(text) == normalise(turn.utterance):
+            return None, "same_as_gold"
+        chosen, rejected, rejected_strategy = turn.utterance, text, turn.strategy
+    else:
+        chosen = tagged(turn.strategy, turn.utterance)
+        label, reply = parse_tagged(text)
+        if not reply:
+            return None, "empty"
+        if normalise(text) == normalise(chosen):
+            return None, "same_as_gold"
+        rejected = text
+        rejected_strategy = canonical_strategy(label, synonyms=False) if label is not None else None
+    row = {
+        "id": f"{turn.id}-s{request.sample}",
+        "dialog_id": turn.dialog_id,
+        "turn_index": turn.turn_index,
+        "strategy": turn.strategy,
+        "emotion_type": turn.emotion_type,
+        "problem_type": turn.problem_type,
+        "prompt": messages,
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "rejected_strategy": rejected_strategy,
+        "miner": {**miner, "temperature": request.sampling.temperature, "top_p": request.sampling.top_p,
+                  "seed": request.seed(miner["model"]), "prompt_sha256": prompt_sha256(messages)},
+        "judge": None,
+    }
+    outcome = "pair_unparsed_strategy" if task == "vm" and rejected_strategy is None else "pair"
+    return row, f"{outcome}_trimmed" if trimmed else outcome

@@ -1,0 +1,191 @@
+"""Stage ``all`` of a build: run the policy over every supporter turn of the mined splits, build the pairs,
+and put the response-level pairs in front of the judge. Engines are made here and injected into the runner;
+``mining`` and ``judging`` stay pure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from ipm_prefdial.config import BuildConfig
+from ipm_prefdial.convert import Turn, sp_history_text, turns
+from ipm_prefdial.engines import Engine, RequestCache, Sampling, Stats, make_engine, run_requests
+from ipm_prefdial.engines.base import estimate_tokens
+from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, verdict
+from ipm_prefdial.mining import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair, policy_requests
+from ipm_prefdial.progress import progress_bar
+from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.sources import Dialogue
+from ipm_prefdial.sources.download import default_cache_dir
+from ipm_prefdial.strategies import STRATEGIES
+
+
+@dataclass
+class MiningOutput:
+    rows: dict[str, dict[str, list[dict]]]
+    mining: dict  # manifest section: per task accounting and outcomes
+    judge: dict | None  # manifest section, None with --no-judge
+    models: dict
+    sampling: dict
+    by_strategy: dict = field(default_factory=dict)
+
+
+def policy_sampling(cfg: BuildConfig) -> PolicySampling:
+    return PolicySampling(cfg.samples, cfg.temperature, cfg.top_p,
+                          (("sp", cfg.sp_max_tokens), ("rg", cfg.rg_max_tokens), ("vm", cfg.vm_max_tokens)))
+
+
+def engine_specs(cfg: BuildConfig) -> dict[str, tuple[str, str | None, str | None]]:
+    """(engine, model, base_url) of each task's policy and of the judge."""
+    specs = {task: (cfg.engine, getattr(cfg, f"{task}_model") or cfg.model, cfg.base_url) for task in TASKS}
+    if not cfg.no_judge:
+        specs["judge"] = (cfg.judge_engine or cfg.engine, cfg.judge_model or cfg.model,
+                          cfg.judge_base_url or cfg.base_url)
+    return specs
+
+
+def mined_turns(per_split: dict[str, list[Dialogue]]) -> dict[str, list[Turn]]:
+    return {split: [t for d in per_split[split] for t in turns(d)] for split in MINED_SPLITS}
+
+
+def dry_run_estimate(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig) -> dict:
+    """Requests and an upper estimate of tokens per task, without an engine."""
+    policy = policy_sampling(cfg)
+    all_turns = [t for ts in mined_turns(per_split).values() for t in ts]
+    table: dict[str, dict] = {}
+    for task in TASKS:
+        requests = [r for t in all_turns for r in policy_requests(task, t, prompts, policy)]
+        table[task] = {"requests": len(requests), "prompt_tokens": sum(estimate_tokens(r.messages) for r in requests),
+                       "completion_tokens_max": sum(r.sampling.max_tokens for r in requests)}
+    if not cfg.no_judge:
+        fixed = estimate_tokens((("system", prompts.judge_system),)) + 2 * cfg.rg_max_tokens
+        per_turn = sum(fixed + estimate_tokens((("user", sp_history_text(t.history)),)) for t in all_turns)
+        for config, task in (("response_pairs", "rg"), ("joint_pairs", "vm")):
+            n = table[task]["requests"]  # at most one judge request per mined pair
+            table[f"judge:{config}"] = {"requests": n, "prompt_tokens": per_turn * policy.samples,
+                                        "completion_tokens_max": n * cfg.judge_max_tokens}
+    return table
+
+
+def mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig, console: Console) -> MiningOutput:
+    return asyncio.run(_mine(per_split, prompts, cfg, console))
+
+
+async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,
+                console: Console) -> MiningOutput:
+    specs = engine_specs(cfg)
+    instances: dict[tuple, Engine] = {}
+    engines: dict[str, Engine] = {}
+    for role, (name, model, base_url) in specs.items():
+        key = (name, model, base_url)
+        if key not in instances:
+            instances[key] = make_engine(name, model=model, base_url=base_url, concurrency=cfg.concurrency)
+        engines[role] = instances[key]
+    cache = None if cfg.no_cache else RequestCache.in_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+    policy = policy_sampling(cfg)
+    rows: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in MINED_SPLITS} for c in PAIR_CONFIG.values()}
+    turn_of: dict[str, Turn] = {}
+    mining: dict[str, dict] = {}
+    judge_report: dict | None = None
+    by_strategy: dict[str, Counter] = defaultdict(Counter)
+    try:
+        with progress_bar(console) as progress:
+            all_turns = mined_turns(per_split)
+            jobs = {task: [(split, t, r) for split in MINED_SPLITS for t in all_turns[split]
+                           for r in policy_requests(task, t, prompts, policy)] for task in TASKS}
+            stats_by: dict[str, Stats] = {}
+            results_by: dict[str, list] = {}
+            # The tasks that share an engine run as one batch: every slot busy, each dialogue of each task on
+            # its own stream in turn order. Different engines (e.g. --sp-model) run one after the other.
+            for engine in instances.values():
+                tasks = [task for task in TASKS if engines[task] is engine]
+                if not tasks:
+                    continue
+                await engine.start()
+                batch = [(task, r) for task in tasks for _, _, r in jobs[task]]
+                results = await run_requests(engine, [r for _, r in batch], cache=cache,
+                                             retry_failed=cfg.retry_failed, progress=progress,
+                                             description="mining " + "+".join(t.upper() for t in tasks),
+                                             labels=[task for task, _ in batch], stats_by=stats_by)
+                offset = 0
+                for task in tasks:
+                    results_by[task] = results[offset: offset + len(jobs[task])]
+                    offset += len(jobs[task])
+            for task in TASKS:
+                engine = engines[task]
+                outcomes: Counter = Counter()
+                miner = {"engine": engine.name, "model": engine.model}
+                config = PAIR_CONFIG[task]
+                for (split, turn, request), result in zip(jobs[task], results_by[task], strict=True):
+                    row, outcome = make_pair(task, turn, request, result, miner)
+                    outcomes[outcome] += 1
+                    if row is not None:
+                        rows[config][split].append(row)
+                        turn_of[row["id"]] = turn
+                        by_strategy[config][turn.strategy] += 1
+                mining[task] = {"accounting": stats_by.get(task, Stats()).as_dict(),
+                                "turns": sum(len(v) for v in all_turns.values()),
+                                "samples": policy.samples, "outcomes": dict(sorted(outcomes.items())),
+                                "pairs": {s: len(rows[config][s]) for s in MINED_SPLITS}}
+                if task == "sp":
+                    answered = outcomes["agree"] + outcomes["pair"]
+                    mining[task]["agreement"] = {"agree": outcomes["agree"], "answered": answered,
+                                                 "rate": round(outcomes["agree"] / answered, 4) if answered else None}
+            if "judge" in engines:
+                judge_report = await _judge(engines["judge"], rows, turn_of, prompts, cfg, cache, progress,
+                                            by_strategy)
+    finally:
+        for engine in instances.values():
+            await engine.close()
+        if cache is not None:
+            cache.close()
+    models = {role: engine.describe() for role, engine in engines.items()}
+    sampling = {"policy": {"samples": policy.samples, "temperature": policy.temperature, "top_p": policy.top_p,
+                           "max_tokens": dict(policy.max_tokens)}}
+    if not cfg.no_judge:
+        sampling["judge"] = {"temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens}
+    table = {s: {c: by_strategy[c][s] for c in sorted(by_strategy)} for s in STRATEGIES}
+    return MiningOutput(rows, mining, judge_report, models, sampling, table)
+
+
+async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: Prompts, cfg: BuildConfig,
+                 cache: RequestCache | None, progress, by_strategy: dict[str, Counter]) -> dict:
+    await engine.start()
+    sampling = Sampling(cfg.judge_temperature, 1.0, cfg.judge_max_tokens)
+    report: dict[str, dict] = {}
+    targets = {config: [row for split in MINED_SPLITS for row in rows[config][split]] for config in JUDGED_CONFIGS}
+    batch = [(config, row) for config in JUDGED_CONFIGS for row in targets[config]]
+    requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for config, row in batch]
+    stats_by: dict[str, Stats] = {}
+    results = await run_requests(engine, requests, cache=cache, retry_failed=cfg.retry_failed, progress=progress,
+                                 description="judging", labels=[config for config, _ in batch], stats_by=stats_by)
+    offset = 0
+    for config in JUDGED_CONFIGS:
+        config_results = results[offset: offset + len(targets[config])]
+        offset += len(targets[config])
+        stats = stats_by.get(config, Stats())
+        chosen_errors: Counter = Counter()
+        rejected_errors: Counter = Counter()
+        retained = failed = 0
+        for row, result in zip(targets[config], config_results, strict=True):
+            row["judge"] = verdict(config, row["id"], result, engine.model)
+            if row["judge"] is None:
+                failed += 1
+                continue
+            chosen_errors[row["judge"]["chosen_error"] or "None"] += 1
+            rejected_errors[row["judge"]["rejected_error"] or "None"] += 1
+            if row["judge"]["retained"]:
+                retained += 1
+                by_strategy[f"{config}:retained"][row["strategy"]] += 1
+        judged = len(targets[config]) - failed
+        report[config] = {
+            "accounting": stats.as_dict(), "pairs": len(targets[config]), "judged": judged, "judge_failures": failed,
+            "retained": retained, "retained_fraction": round(retained / judged, 4) if judged else None,
+            "chosen_error": {k: chosen_errors[k] for k in ("None", *ERROR_TYPES)},
+            "rejected_error": {k: rejected_errors[k] for k in ("None", *ERROR_TYPES)},
+        }
+    return report

@@ -1,0 +1,105 @@
+"""`ipm publish` against a recording fake of huggingface_hub.HfApi (CI cannot reach the Hub)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from ipm_prefdial.cli import app
+from ipm_prefdial.publish import UPLOADED, PublishError, publish
+
+
+class FakeHub:
+    """Records every call; keeps the tags of each repo like the Hub does."""
+
+    def __init__(self, tags: dict[str, list[str]] | None = None):
+        self.calls: list[tuple[str, tuple, dict]] = []
+        self.tags = {k: list(v) for k, v in (tags or {}).items()}
+        self.uploaded: list[str] = []
+
+    def create_repo(self, repo_id, **kw):
+        self.calls.append(("create_repo", (repo_id,), kw))
+        return f"https://huggingface.co/datasets/{repo_id}"
+
+    def list_repo_refs(self, repo_id, **kw):
+        self.calls.append(("list_repo_refs", (repo_id,), kw))
+        return SimpleNamespace(tags=[SimpleNamespace(name=t) for t in self.tags.get(repo_id, [])],
+                               branches=[SimpleNamespace(name="main")])
+
+    def upload_folder(self, **kw):
+        self.calls.append(("upload_folder", (), kw))
+        root = Path(kw["folder_path"])
+        # what allow_patterns selects, the way huggingface_hub matches them (fnmatch on posix paths)
+        from fnmatch import fnmatch
+
+        self.uploaded = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+                               and any(fnmatch(p.relative_to(root).as_posix(), pat) for pat in kw["allow_patterns"]))
+        return SimpleNamespace(oid="c0ffee" * 6 + "beef")
+
+    def create_tag(self, repo_id, **kw):
+        self.calls.append(("create_tag", (repo_id,), kw))
+        self.tags.setdefault(repo_id, []).append(kw["tag"])
+
+
+@pytest.fixture
+def build_copy(esconv_build, tmp_path):
+    copy = tmp_path / "ds"
+    shutil.copytree(esconv_build, copy)
+    (copy / "notes.txt").write_text("scratch file that must not be uploaded")
+    return copy
+
+
+def test_publish_call_sequence(build_copy):
+    hub = FakeHub()
+    done = publish(build_copy, "org/ipm-prefdial", private=True, api=hub)
+    version = json.loads((build_copy / "manifest.json").read_text())["version"]
+    assert [c[0] for c in hub.calls] == ["create_repo", "list_repo_refs", "upload_folder", "create_tag"]
+    create, _, upload, tag = hub.calls
+    assert create[1] == ("org/ipm-prefdial",)
+    assert create[2] == {"repo_type": "dataset", "private": True, "exist_ok": True}
+    assert upload[2]["repo_id"] == "org/ipm-prefdial" and upload[2]["repo_type"] == "dataset"
+    assert upload[2]["folder_path"] == str(build_copy) and upload[2]["allow_patterns"] == UPLOADED
+    assert tag[2] == {"repo_type": "dataset", "tag": f"v{version}", "revision": "c0ffee" * 6 + "beef",
+                      "tag_message": f"IPM-PrefDial {version}"}
+    assert "README.md" in hub.uploaded and "manifest.json" in hub.uploaded and "notes.txt" not in hub.uploaded
+    assert sum(p.startswith("data/") for p in hub.uploaded) == len(list((build_copy / "data").rglob("*.parquet")))
+    assert done.tag == f"v{version}" and done.url.endswith("org/ipm-prefdial")
+
+
+def test_an_existing_version_is_never_replaced(build_copy):
+    version = json.loads((build_copy / "manifest.json").read_text())["version"]
+    hub = FakeHub(tags={"org/name": [f"v{version}"]})
+    with pytest.raises(PublishError, match=f"already has the tag v{version}"):
+        publish(build_copy, "org/name", api=hub)
+    assert "upload_folder" not in [c[0] for c in hub.calls]
+
+
+def test_an_invalid_build_is_not_uploaded(build_copy):
+    next(iter((build_copy / "data").rglob("*.parquet"))).write_bytes(b"not parquet")
+    hub = FakeHub()
+    with pytest.raises(PublishError, match="not a valid build, nothing uploaded"):
+        publish(build_copy, "org/name", api=hub)
+    assert hub.calls == []
+
+
+@pytest.mark.parametrize("repo_id", ["name-only", "a/b/c", "/name", "org/"])
+def test_bad_repo_id(build_copy, repo_id):
+    with pytest.raises(PublishError, match="expected ORG/NAME"):
+        publish(build_copy, repo_id, api=FakeHub())
+
+
+def test_cli_uses_the_hub_client(build_copy, monkeypatch):
+    hub = FakeHub()
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: hub)
+    result = CliRunner().invoke(app, ["publish", str(build_copy), "--repo-id", "org/cli-test"])
+    assert result.exit_code == 0, result.output
+    assert "published org/cli-test v" in result.output and 'revision="v' in result.output
+    assert [c[0] for c in hub.calls][-1] == "create_tag"
+    assert hub.calls[0][2]["private"] is False
