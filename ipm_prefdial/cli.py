@@ -56,6 +56,30 @@ def build(
                                                        "bad dialogues, counted in the manifest."),
     cache_dir: str | None = typer.Option(None, help="Cache root (default: IPM_CACHE_DIR or the user cache dir)."),
     prompts_dir: str | None = typer.Option(None, help="Use prompt templates from this directory."),
+    engine: str | None = typer.Option(None, help="Policy engine: local (default) | openai | vllm | transformers."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint of the policy (key: OPENAI_API_KEY)."),
+    model: str | None = typer.Option(None, help="Policy model for SP, RG and VM (default: the engine's)."),
+    sp_model: str | None = typer.Option(None, help="SP policy, e.g. an SFT checkpoint from ipm train."),
+    rg_model: str | None = typer.Option(None, help="RG policy."),
+    vm_model: str | None = typer.Option(None, help="VM (joint) policy."),
+    concurrency: int | None = typer.Option(None, help="Requests in flight per engine."),
+    samples: int | None = typer.Option(None, help="Policy samples per turn (default 1, as the paper)."),
+    temperature: float | None = typer.Option(None, help="Policy temperature (default 0.7)."),
+    top_p: float | None = typer.Option(None, help="Policy top_p (default 0.95)."),
+    sp_max_tokens: int | None = typer.Option(None, help="Answer bound of SP requests (default 32)."),
+    rg_max_tokens: int | None = typer.Option(None, help="Answer bound of RG requests (default 160); a reply cut "
+                                                        "there is trimmed to its last full sentence."),
+    vm_max_tokens: int | None = typer.Option(None, help="Answer bound of VM requests (default 192)."),
+    judge_max_tokens: int | None = typer.Option(None, help="Answer bound of judge requests (default 320)."),
+    judge_engine: str | None = typer.Option(None, help="Judge engine (default: the policy engine)."),
+    judge_base_url: str | None = typer.Option(None, help="Judge endpoint (engine openai)."),
+    judge_model: str | None = typer.Option(None, help="Judge model (default: the policy model)."),
+    no_judge: bool | None = typer.Option(None, "--no-judge", help="Skip the judge (judge is null)."),
+    no_cache: bool | None = typer.Option(None, "--no-cache", help="Neither read nor write the request cache."),
+    retry_failed: bool | None = typer.Option(None, "--retry-failed",
+                                             help="Re-send requests whose recorded answer was a failure."),
+    dry_run: bool | None = typer.Option(None, "--dry-run",
+                                        help="Print requests and a token estimate; send and write nothing."),
     config: Path | None = typer.Option(None, "--config", help="YAML file with any of these options."),
 ) -> None:
     """Build the dataset: source -> splits -> SFT configs (-> mined pairs) -> parquet, card, manifest."""
@@ -66,10 +90,19 @@ def build(
     try:
         cfg = BuildConfig.load(config, source=source, source_path=source_path, split=split, seed=seed, stage=stage,
                                limit=limit, out=out_dir, dataset_version=dataset_version, on_invalid=on_invalid,
-                               cache_dir=cache_dir, prompts_dir=prompts_dir)
+                               cache_dir=cache_dir, prompts_dir=prompts_dir, engine=engine, base_url=base_url,
+                               model=model, sp_model=sp_model, rg_model=rg_model, vm_model=vm_model,
+                               concurrency=concurrency, samples=samples, temperature=temperature, top_p=top_p,
+                               sp_max_tokens=sp_max_tokens, rg_max_tokens=rg_max_tokens, vm_max_tokens=vm_max_tokens,
+                               judge_max_tokens=judge_max_tokens,
+                               judge_engine=judge_engine, judge_base_url=judge_base_url, judge_model=judge_model,
+                               no_judge=no_judge, no_cache=no_cache, retry_failed=retry_failed, dry_run=dry_run)
         result = run_build(cfg, console=err)
-    except (SourceError, ConfigError, FileNotFoundError) as exc:
+    except (SourceError, ConfigError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
+    if result.dry_run is not None:
+        _print_dry_run(result.dry_run)
+        return
     m = result.manifest
     table = Table(title=f"IPM-PrefDial {m['version']} -> {result.out}", title_justify="left")
     table.add_column("config")
@@ -83,6 +116,28 @@ def build(
     dialogues = m["split"]["dialogues"]
     out.print(f"split {m['split']['method']}: {dialogues['train']} / {dialogues['validation']} / {dialogues['test']} "
               f"dialogues{extra}; built in {result.seconds:.1f} s")
+    if m.get("mining"):
+        parts = []
+        for task, info in m["mining"].items():
+            acc = info["accounting"]
+            parts.append(f"{task.upper()}: {acc['requests']} requests ({acc['cache_hits']} cached, {acc['sent']} sent, "
+                         f"{sum(acc['failures'].values())} failed)")
+        out.print("mining " + "; ".join(parts))
+    for config, info in (m.get("judge") or {}).items():
+        out.print(f"judge {config}: {info['retained']} of {info['judged']} retained ({info['judge_failures']} "
+                  f"judge failures)")
+
+
+def _print_dry_run(estimate: dict) -> None:
+    table = Table(title="dry run: nothing sent, nothing written", title_justify="left")
+    for col in ("task", "requests", "prompt tokens (est.)", "completion tokens (max)"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task, e in estimate.items():
+        table.add_row(task, f"{e['requests']:,}", f"{e['prompt_tokens']:,}", f"{e['completion_tokens_max']:,}")
+    if estimate:
+        table.add_row("total", *(f"{sum(e[k] for e in estimate.values()):,}"
+                                 for k in ("requests", "prompt_tokens", "completion_tokens_max")))
+    out.print(table)
 
 
 @app.command()
@@ -102,6 +157,134 @@ def validate(directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build 
     for config, split, rows, dialogs in report.summary:
         table.add_row(config, split, f"{rows:,}", f"{dialogs:,}")
     out.print(table)
+
+
+@app.command()
+def publish(
+    directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Dataset repo on the Hub, ORG/NAME."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+) -> None:
+    """Validate a build, upload it to the Hub as a dataset and tag v<version> (token: HF_TOKEN or hf auth login)."""
+    from ipm_prefdial.publish import PublishError
+    from ipm_prefdial.publish import publish as run_publish
+
+    try:
+        done = run_publish(directory, repo_id, private=private)
+    except PublishError as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"published {done.repo_id} {done.tag} (commit {done.commit}): {done.url}")
+    out.print(f'load it with: load_dataset("{done.repo_id}", "response_pairs", revision="{done.tag}")')
+
+
+@app.command()
+def infer(
+    data: Path = typer.Option(Path("ipm_prefdial"), help="Build directory (its test split is used)."),
+    system: str = typer.Option(..., help="decoupled (SP then RG) | joint (VM) | rg-gold (RG with the gold strategy)."),
+    out_file: Path = typer.Option(..., "--out", help="Predictions JSONL to write."),
+    run: Path | None = typer.Option(None, help="An `ipm train` run: models at RUN/<sp|rg|vm>/<stage>."),
+    stage: str = typer.Option("dpo", help="Which models of --run: sft | dpo."),
+    engine: str | None = typer.Option(None, help="local (default) | openai | vllm | transformers (default with "
+                                                 "--run or --sp-model etc.)."),
+    model: str | None = typer.Option(None, help="One model for every task (default: the engine's)."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (engine openai)."),
+    sp_model: str | None = typer.Option(None, help="SP model (decoupled)."),
+    rg_model: str | None = typer.Option(None, help="RG model (decoupled, rg-gold)."),
+    vm_model: str | None = typer.Option(None, help="VM model (joint)."),
+    limit: int | None = typer.Option(None, help="The first N test turns (default: all; 1,792 with the paper's split)."),
+    concurrency: int | None = typer.Option(None, help="Requests in flight."),
+    cache_dir: str | None = typer.Option(None, help="Request cache directory (default: IPM_CACHE_DIR or the user "
+                                                    "cache)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the request cache."),
+    rg_max_tokens: int = typer.Option(160, help="Answer bound of RG requests."),
+    vm_max_tokens: int = typer.Option(192, help="Answer bound of VM requests."),
+) -> None:
+    """Run a system on the test turns of a build (gold history, greedy decoding); write predictions JSONL."""
+    from ipm_prefdial.evaluation.infer import InferConfig, InferError
+    from ipm_prefdial.evaluation.infer import infer as run_infer
+    from ipm_prefdial.progress import progress_bar
+
+    cfg = InferConfig(data=str(data), system=system, out=str(out_file), run=str(run) if run else None, stage=stage,
+                      engine=engine, model=model, base_url=base_url, sp_model=sp_model, rg_model=rg_model,
+                      vm_model=vm_model, limit=limit, concurrency=concurrency, cache_dir=cache_dir, no_cache=no_cache,
+                      rg_max_tokens=rg_max_tokens, vm_max_tokens=vm_max_tokens)
+    try:
+        with progress_bar(err) as progress:
+            summary = run_infer(cfg, progress)
+    except (InferError, ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    models = ", ".join(f"{k.upper()} {v}" for k, v in summary["models"].items())
+    out.print(f"{summary['rows']} predictions ({summary['failed']} with an engine error) -> {summary['out']}; {models}")
+    for task, acc in summary["accounting"].items():
+        out.print(f"{task.upper()}: {acc['requests']} requests, {acc['cache_hits']} cached, {acc['sent']} sent, "
+                  f"{acc['completion_tokens']} completion tokens, {acc['wall_s']:.1f} s")
+
+
+@app.command("eval")
+def evaluate(
+    predictions: list[Path] = typer.Option(..., "--predictions", help="Predictions JSONL file(s) (ipm infer's, or "
+                                                                       "any with the same fields)."),
+    extra: list[Path] | None = typer.Argument(None, help="More predictions files (--predictions A B C)."),
+    judge_engine: str | None = typer.Option(None, help="Also score replies with an LLM judge on this engine."),
+    judge_model: str | None = typer.Option(None, help="Judge model (default: the engine's)."),
+    judge_base_url: str | None = typer.Option(None, help="Judge endpoint (engine openai)."),
+    judge_concurrency: int | None = typer.Option(None, help="Judge requests in flight."),
+    cache_dir: str | None = typer.Option(None, help="Request cache directory for the judge."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON (one file: its object; "
+                                                              "several: keyed by system)."),
+    report: Path | None = typer.Option(None, help="Write report.md and preference.png into this directory."),
+) -> None:
+    """Strategy metrics (Q, weighted F1, preference p, bias B; lenient and strict), reference metrics (BLEU,
+    Distinct, ROUGE-L, F1, length) and optional judge scores of one or more predictions files."""
+    import json
+    import time
+
+    from ipm_prefdial.evaluation.evaluate import PredictionsError, label_of, read_predictions
+    from ipm_prefdial.evaluation.evaluate import evaluate as run_eval
+    from ipm_prefdial.progress import progress_bar
+
+    files = [*predictions, *(extra or [])]
+    results: dict[str, dict] = {}
+    started = time.perf_counter()
+    try:
+        for path in files:
+            rows = read_predictions(path)
+            label = label_of(path, rows)
+            if label in results:
+                label = f"{label} [{len(results)}]"
+            results[label] = run_eval(rows)
+            if judge_engine:
+                from ipm_prefdial.evaluation.judge import judge_scores
+
+                with progress_bar(err) as progress:
+                    judged = judge_scores(rows, engine=judge_engine, model=judge_model, base_url=judge_base_url,
+                                          cache_dir=cache_dir, concurrency=judge_concurrency, progress=progress)
+                results[label]["judge"] = judged["scores"]
+                results[label]["judge_details"] = {k: v for k, v in judged.items() if k != "scores"}
+    except (PredictionsError, ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+    seconds = time.perf_counter() - started
+    table = Table(title=f"ipm eval ({seconds:.1f} s)", title_justify="left")
+    table.add_column("metric")
+    for label in results:
+        table.add_column(label, justify="right")
+    from ipm_prefdial.evaluation.report import ROWS, _fmt, _get
+
+    for title, key in ROWS:
+        values = [_get(r, key) for r in results.values()]
+        if any(v is not None for v in values):
+            table.add_row(title, *(_fmt(v) for v in values))
+    out.print(table)
+    if json_out:
+        payload = next(iter(results.values())) if len(results) == 1 else results
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.print(f"metrics -> {json_out}")
+    if report:
+        from ipm_prefdial.evaluation.report import write_report
+
+        paths = write_report(results, report)
+        out.print(f"report -> {paths['markdown']}, {paths['chart']}")
 
 
 @app.command("engine-check")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jinja2
 
-TEMPLATES = ("sp_system.j2", "rg_system.j2", "vm_system.j2", "rg_instruction.j2")
+TEMPLATES = ("sp_system.j2", "rg_system.j2", "vm_system.j2", "rg_instruction.j2", "judge_system.j2", "judge_user.j2")
 
 
 def default_prompts_dir() -> Path:
@@ -60,6 +60,20 @@ class Prompts:
         return self._render("vm_system.j2")
 
     @cached_property
+    def judge_system(self) -> str:
+        return self._render("judge_system.j2")
+
+    def judge_user(self, history: str, last_seeker: str, reply_1: str, reply_2: str) -> str:
+        return self._render("judge_user.j2", history=history, last_seeker=last_seeker, reply_1=reply_1,
+                            reply_2=reply_2)
+
+    def eval_judge_system(self, dimension: str, definition: str) -> str:
+        return self._render("eval_judge_system.j2", dimension=dimension, definition=definition)
+
+    def eval_judge_user(self, context: str, reference: str, candidate: str) -> str:
+        return self._render("eval_judge_user.j2", context=context, reference=reference, candidate=candidate)
+
+    @cached_property
     def _instruction_parts(self) -> tuple[str, str]:
         marker = "\x00STRATEGY\x00"
         # Leading newlines of the instruction are kept: they separate it from the seeker's text.
@@ -85,4 +99,6 @@ class Prompts:
             "rg_system": sha256_text(self.rg_system),
             "vm_system": sha256_text(self.vm_system),
             "rg_instruction": sha256_text(self.rg_instruction("{strategy}")),
+            "judge_system": sha256_text(self.judge_system),
+            "judge_user": sha256_text(self.judge_user("{history}", "{last_seeker}", "{reply_1}", "{reply_2}")),
         }

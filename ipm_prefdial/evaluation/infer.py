@@ -1,0 +1,198 @@
+"""``ipm infer``: run a system over the test turns of a build, with gold history, and write predictions JSONL.
+
+Systems (METHOD.md section 4): ``decoupled`` (SP predicts a strategy, RG writes the reply under it), ``joint``
+(VM writes ``[strategy] reply``, parsed), ``rg-gold`` (RG under the gold strategy: the upper reference).
+Decoding is greedy (temperature 0). Requests go through the engine layer and its cache, so a rerun is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ipm_prefdial.convert import parse_tagged
+from ipm_prefdial.engines import ChatRequest, Engine, RequestCache, Sampling, Stats, make_engine, run_requests
+from ipm_prefdial.engines.base import Choice
+from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.sources.download import default_cache_dir
+from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+
+SYSTEMS = ("decoupled", "joint", "rg-gold")
+TASKS_OF = {"decoupled": ("sp", "rg"), "joint": ("vm",), "rg-gold": ("rg",)}
+CONFIG_OF = {"sp": "strategy_sft", "rg": "response_sft", "vm": "joint_sft"}
+PREDICTION_FIELDS = ("id", "dialog_id", "turn_index", "strategy", "predicted_strategy", "response",
+                     "predicted_response")
+
+
+class InferError(RuntimeError):
+    pass
+
+
+@dataclass
+class InferConfig:
+    data: str = "ipm_prefdial"
+    system: str = "decoupled"
+    out: str = "predictions.jsonl"
+    run: str | None = None  # an `ipm train` run directory: models at <run>/<task>/<stage>
+    stage: str = "dpo"
+    engine: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    sp_model: str | None = None
+    rg_model: str | None = None
+    vm_model: str | None = None
+    limit: int | None = None
+    concurrency: int | None = None
+    cache_dir: str | None = None
+    no_cache: bool = False
+    sp_max_tokens: int = 32
+    rg_max_tokens: int = 160
+    vm_max_tokens: int = 192
+
+
+def load_test_rows(data: str | Path, config: str, limit: int | None = None) -> list[dict]:
+    """Rows of the test split of ``config`` in a build directory, in file order."""
+    path = Path(data) / "data" / config / "test-00000-of-00001.parquet"
+    if not path.is_file():
+        raise InferError(f"{path}: missing; `ipm infer --data` needs a build with the {config} config "
+                         f"(ipm build --stage sft)")
+    rows = pq.read_table(path).to_pylist()
+    return rows[:limit] if limit else rows
+
+
+def build_prompts(data: str | Path) -> Prompts:
+    """The prompt templates the build used (its manifest names a custom directory if there was one)."""
+    manifest_path = Path(data) / "manifest.json"
+    prompts_dir = None
+    if manifest_path.is_file():
+        prompts_dir = (json.loads(manifest_path.read_text(encoding="utf-8")).get("build_config") or {}).get(
+            "prompts_dir")
+    return Prompts(Path(prompts_dir)) if prompts_dir else Prompts()
+
+
+def with_strategy(prompt: list[dict], gold: str, strategy: str | None, prompts: Prompts, where: str) -> list[dict]:
+    """An RG prompt whose instruction names ``strategy`` instead of the gold one (none: no instruction)."""
+    last = prompt[-1]["content"]
+    instruction = prompts.rg_instruction(gold)
+    if not last.endswith(instruction):
+        raise InferError(f"{where}: the RG prompt does not end with the instruction for {gold!r}; was the build "
+                         f"made with other prompts?")
+    head = last[: len(last) - len(instruction)]
+    content = head + prompts.rg_instruction(strategy) if strategy else head
+    return [*prompt[:-1], {"role": "user", "content": content}]
+
+
+def model_for(cfg: InferConfig, task: str) -> tuple[str, str | None]:
+    """(engine, model) of one task: --<task>-model, the run's checkpoint, or --model."""
+    specific = getattr(cfg, f"{task}_model")
+    if specific:
+        return cfg.engine or "transformers", specific
+    if cfg.run:
+        path = Path(cfg.run) / task / cfg.stage
+        if not path.exists():
+            raise InferError(f"{path}: no {cfg.stage} model for {task.upper()} in run {cfg.run}")
+        return cfg.engine or "transformers", str(path)
+    return cfg.engine or "local", cfg.model
+
+
+def infer(cfg: InferConfig, progress=None) -> dict:
+    """Run the system; write the predictions JSONL; return a summary (rows, accounting per task)."""
+    if cfg.system not in SYSTEMS:
+        raise InferError(f"--system {cfg.system!r}: choose one of {', '.join(SYSTEMS)}")
+    return asyncio.run(_infer(cfg, progress))
+
+
+async def _infer(cfg: InferConfig, progress) -> dict:
+    prompts = build_prompts(cfg.data)
+    tasks = TASKS_OF[cfg.system]
+    rows = {task: load_test_rows(cfg.data, CONFIG_OF[task], cfg.limit) for task in tasks}
+    ids = [r["id"] for r in rows[tasks[0]]]
+    for task in tasks[1:]:
+        if [r["id"] for r in rows[task]] != ids:
+            raise InferError(f"{cfg.data}: the test turns of {CONFIG_OF[task]} and {CONFIG_OF[tasks[0]]} differ")
+    engines: dict[tuple, Engine] = {}
+    cache = None if cfg.no_cache else RequestCache.in_dir(Path(cfg.cache_dir) if cfg.cache_dir
+                                                          else default_cache_dir())
+    accounting: dict[str, dict] = {}
+    models: dict[str, str] = {}
+
+    async def run(task: str, requests: list[ChatRequest]):
+        spec = model_for(cfg, task)
+        if spec not in engines:
+            engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url, concurrency=cfg.concurrency)
+            await engines[spec].start()
+        engine = engines[spec]
+        models[task] = f"{engine.name}:{engine.model}"
+        stats = Stats()
+        results = await run_requests(engine, requests, cache=cache, progress=progress,
+                                     description=f"{cfg.system} {task.upper()}", stats=stats)
+        accounting[task] = stats.as_dict()
+        return results
+
+    def greedy(max_tokens: int) -> Sampling:
+        return Sampling(temperature=0.0, top_p=1.0, max_tokens=max_tokens)
+
+    predictions = []
+    try:
+        if cfg.system == "joint":
+            base = rows["vm"]
+            requests = [ChatRequest.chat(r["prompt"], sampling=greedy(cfg.vm_max_tokens), group=f"vm:{r['dialog_id']}")
+                        for r in base]
+            results = await run("vm", requests)
+            for r, res in zip(base, results, strict=True):
+                label, reply = parse_tagged(_text(res))
+                predictions.append(_prediction(r, label, reply, res, parse_tagged(r["completion"][0]["content"])[1]))
+        else:
+            base = rows["rg"]
+            if cfg.system == "decoupled":
+                sp_requests = [ChatRequest.chat(r["prompt"], sampling=greedy(cfg.sp_max_tokens),
+                                                output=Choice(STRATEGIES), group=f"sp:{r['dialog_id']}")
+                               for r in rows["sp"]]
+                sp_results = await run("sp", sp_requests)
+                chosen = [canonical_strategy(str(res.parsed), synonyms=False) if res.ok else None
+                          for res in sp_results]
+                raw = [str(res.parsed) if res.ok else None for res in sp_results]
+            else:
+                chosen = [r["strategy"] for r in base]
+                raw = list(chosen)
+            rg_requests = [ChatRequest.chat(with_strategy(r["prompt"], r["strategy"], s, prompts, f"response_sft "
+                                                          f"test id {r['id']}"),
+                                            sampling=greedy(cfg.rg_max_tokens), group=f"rg:{r['dialog_id']}")
+                           for r, s in zip(base, chosen, strict=True)]
+            results = await run("rg", rg_requests)
+            for r, label, res in zip(base, raw, results, strict=True):
+                predictions.append(_prediction(r, label, _text(res), res,
+                                               r["completion"][0]["content"]))
+    finally:
+        for engine in engines.values():
+            await engine.close()
+        if cache is not None:
+            cache.close()
+    context = {r["id"]: r["prompt"][1]["content"] for r in load_test_rows(cfg.data, "strategy_sft", cfg.limit)}
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for p in predictions:
+            p.update(system=cfg.system, models=models, context=context.get(p["id"]))
+            f.write(json.dumps(p, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    failed = sum(p["error"] is not None for p in predictions)
+    return {"rows": len(predictions), "failed": failed, "accounting": accounting, "models": models, "out": str(out)}
+
+
+def _text(result) -> str:
+    """The reply; one cut at max_tokens is kept as it is (that is what the system said), with its error noted."""
+    return (result.text or "").strip() if result.ok or result.error_kind == "truncated" else ""
+
+
+def _prediction(row: dict, label: str | None, reply: str, result, gold_reply: str) -> dict:
+    return {
+        "id": row["id"], "dialog_id": row["dialog_id"], "turn_index": row["turn_index"],
+        "strategy": row["strategy"], "predicted_strategy": label, "response": gold_reply,
+        "predicted_response": reply, "error": None if result.ok else f"{result.error_kind}: {result.error}",
+    }

@@ -1,0 +1,72 @@
+"""Optional LLM-judge scores of predicted replies: Fluency, Professionalism, Empathy, Helpfulness, 0-5 each.
+
+One request per reply and dimension (temperature 0), constrained to the six digits where the engine can; the
+gold reply is shown as a reference. An answer that is not a bare number 0-5 is counted as unparsed, never
+guessed. Requests go through the engine layer's cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from ipm_prefdial.engines import ChatRequest, RequestCache, Sampling, Stats, make_engine, run_requests
+from ipm_prefdial.engines.base import Choice
+from ipm_prefdial.prompts import Prompts
+
+DIMENSIONS = {
+    "fluency": ("Fluency", "the reply reads naturally, is grammatical and easy to follow."),
+    "professionalism": ("Professionalism", "the reply shows the skill of a trained supporter: appropriate, "
+                                           "respectful, and free of harmful or careless advice."),
+    "empathy": ("Empathy", "the reply understands and acknowledges what the seeker feels."),
+    "helpfulness": ("Helpfulness", "the reply helps the seeker feel better or move towards dealing with the "
+                                   "problem."),
+}
+SCORES = tuple(str(k) for k in range(6))
+
+
+def judge_requests(predictions: Sequence[dict], prompts: Prompts, max_tokens: int = 4) -> list[ChatRequest]:
+    requests = []
+    for p in predictions:
+        if not p.get("context"):
+            raise ValueError(f"prediction {p.get('id')!r}: the judge needs the dialogue in a 'context' field "
+                             f"(ipm infer writes it)")
+        for key, (name, definition) in DIMENSIONS.items():
+            messages = [{"role": "system", "content": prompts.eval_judge_system(name, definition)},
+                        {"role": "user", "content": prompts.eval_judge_user(p["context"], p["response"],
+                                                                            p.get("predicted_response") or "")}]
+            requests.append(ChatRequest.chat(messages, sampling=Sampling(0.0, 1.0, max_tokens), output=Choice(SCORES),
+                                             group=f"{key}:{p['dialog_id']}"))
+    return requests
+
+
+def judge_scores(predictions: Sequence[dict], *, engine: str, model: str | None = None, base_url: str | None = None,
+                 cache_dir: str | None = None, concurrency: int | None = None, progress=None) -> dict:
+    """Mean score per dimension over the parsed answers, the unparsed counts, the judge and its accounting."""
+    return asyncio.run(_judge(predictions, engine, model, base_url, cache_dir, concurrency, progress))
+
+
+async def _judge(predictions, engine_name, model, base_url, cache_dir, concurrency, progress) -> dict:
+    from ipm_prefdial.sources.download import default_cache_dir
+
+    requests = judge_requests(predictions, Prompts())
+    engine = make_engine(engine_name, model=model, base_url=base_url, concurrency=concurrency)
+    cache = RequestCache.in_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+    stats = Stats()
+    try:
+        await engine.start()
+        results = await run_requests(engine, requests, cache=cache, progress=progress, description="judging replies",
+                                     stats=stats)
+    finally:
+        await engine.close()
+        cache.close()
+    out: dict = {}
+    unparsed: dict[str, int] = {}
+    keys = list(DIMENSIONS)
+    for d, key in enumerate(keys):
+        scores = [int(r.parsed) for r in results[d :: len(keys)] if r.ok and r.parsed in SCORES]
+        unparsed[key] = len(predictions) - len(scores)
+        out[key] = sum(scores) / len(scores) if scores else None
+    return {"scores": out, "unparsed": unparsed, "judge": f"{engine.name}:{engine.model}",
+            "accounting": stats.as_dict()}

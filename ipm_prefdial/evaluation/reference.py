@@ -1,0 +1,101 @@
+"""Reference metrics of the ESConv tradition (METHOD.md section 4), fully offline.
+
+Tokens: lower-cased Treebank word tokens (nltk's ``word_tokenize`` needs a data download; the Treebank
+tokenizer does not). Per reply, then averaged over replies, all x100 except length:
+BLEU-k = nltk ``corpus_bleu`` on the single reply, uniform weights 1/k, smoothing method3;
+Distinct-k = distinct k-grams / k-grams of the reply (0 when it has none); ROUGE-L = LCS F-measure with
+beta 1.2; F1 = unigram overlap F1; length = tokens of the prediction. Corpus-level Distinct-k (distinct k-grams
+over all predictions / all k-grams) is reported as ``corpus-dist-k``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from functools import cache
+
+BETA = 1.2
+
+
+@cache
+def _tokenizer():
+    from nltk.tokenize import TreebankWordTokenizer
+
+    return TreebankWordTokenizer()
+
+
+def tokenize(text: str | None) -> list[str]:
+    return _tokenizer().tokenize((text or "").lower())
+
+
+def ngrams(tokens: Sequence[str], k: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + k]) for i in range(len(tokens) - k + 1)]
+
+
+def distinct(tokens: Sequence[str], k: int) -> float:
+    grams = ngrams(tokens, k)
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    if not a or not b:
+        return 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(hyp: Sequence[str], ref: Sequence[str], beta: float = BETA) -> float:
+    common = lcs(hyp, ref)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(hyp), common / len(ref)
+    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
+
+
+def unigram_f1(hyp: Sequence[str], ref: Sequence[str]) -> float:
+    overlap = sum((Counter(hyp) & Counter(ref)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(hyp), overlap / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def bleu(hyp: Sequence[str], ref: Sequence[str], k: int) -> float:
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+
+    if not hyp or not ref:
+        return 0.0
+    return corpus_bleu([[list(ref)]], [list(hyp)], weights=(1.0 / k,) * k,
+                       smoothing_function=SmoothingFunction().method3)
+
+
+def reference_metrics(predictions: Sequence[str | None], references: Sequence[str]) -> dict[str, float]:
+    """The averaged metrics of predicted replies against the gold ones (x100 except ``length``)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    n = len(predictions)
+    if n == 0:
+        raise ValueError("no predictions to evaluate")
+    sums: Counter = Counter()
+    corpus: dict[int, list[tuple[str, ...]]] = {1: [], 2: [], 3: []}
+    for pred, ref in zip(predictions, references, strict=True):
+        hyp, gold = tokenize(pred), tokenize(ref)
+        for k in (1, 2, 3, 4):
+            sums[f"bleu-{k}"] += bleu(hyp, gold, k)
+        for k in (1, 2, 3):
+            sums[f"dist-{k}"] += distinct(hyp, k)
+            corpus[k].extend(ngrams(hyp, k))
+        sums["rouge-l"] += rouge_l(hyp, gold)
+        sums["f1"] += unigram_f1(hyp, gold)
+        sums["length"] += len(hyp)
+    out = {key: 100 * sums[key] / n for key in ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "dist-1", "dist-2",
+                                                 "dist-3", "rouge-l", "f1")}
+    for k in (1, 2, 3):
+        out[f"corpus-dist-{k}"] = 100 * len(set(corpus[k])) / len(corpus[k]) if corpus[k] else 0.0
+    out["length"] = sums["length"] / n
+    return out

@@ -1,0 +1,89 @@
+"""The report of ``ipm eval --report DIR``: a markdown table (systems side by side) and a PNG bar chart of the
+preference p of each strategy for each system (the picture ESC papers use for preference bias)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from ipm_prefdial.strategies import STRATEGIES
+
+ROWS = [
+    ("Q (macro-F1, lenient)", "strategy.lenient.Q"), ("weighted F1 (lenient)", "strategy.lenient.weighted_f1"),
+    ("B (bias, lenient)", "strategy.lenient.B"), ("dropped ratio (lenient)", "strategy.lenient.dropped_ratio"),
+    ("Q (macro-F1, strict)", "strategy.strict.Q"), ("weighted F1 (strict)", "strategy.strict.weighted_f1"),
+    ("B (bias, strict)", "strategy.strict.B"),
+    ("BLEU-1", "reference.bleu-1"), ("BLEU-2", "reference.bleu-2"), ("BLEU-3", "reference.bleu-3"),
+    ("BLEU-4", "reference.bleu-4"), ("Distinct-1", "reference.dist-1"), ("Distinct-2", "reference.dist-2"),
+    ("Distinct-3", "reference.dist-3"), ("corpus Distinct-2", "reference.corpus-dist-2"),
+    ("ROUGE-L", "reference.rouge-l"), ("F1", "reference.f1"), ("length (tokens)", "reference.length"),
+    ("judge: fluency", "judge.fluency"), ("judge: professionalism", "judge.professionalism"),
+    ("judge: empathy", "judge.empathy"), ("judge: helpfulness", "judge.helpfulness"),
+]
+
+
+def _get(obj: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if abs(value) < 1 and value != 0 else f"{value:.2f}"
+
+
+def markdown(results: dict[str, dict]) -> str:
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for title, key in ROWS:
+        values = [_get(results[n], key) for n in names]
+        if all(v is None for v in values):
+            continue
+        lines.append(f"| {title} | " + " | ".join(_fmt(v) for v in values) + " |")
+    lines += ["", "Preference p per strategy (lenient; 1 = no preference, the 8 values sum to 8):", "",
+              "| strategy | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for s in STRATEGIES:
+        lines.append(f"| {s} | " + " | ".join(_fmt(_get(results[n], "strategy.lenient.preference")[s])
+                                            for n in names) + " |")
+    if any("rg-gold" in n for n in names):
+        lines += ["", "rg-gold is given the gold strategy: its strategy metrics are perfect by construction; it is "
+                      "the upper reference for the reply metrics."]
+    return "\n".join(lines) + "\n"
+
+
+def preference_chart(results: dict[str, dict], path: Path, mode: str = "lenient") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=120)
+    for k, name in enumerate(names):
+        p = results[name]["strategy"][mode]["preference"]
+        b = results[name]["strategy"][mode]["B"]
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(STRATEGIES))]
+        ax.bar(xs, [p[s] for s in STRATEGIES], width=width, label=f"{name} (B = {b:.2f})")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(STRATEGIES)))
+    ax.set_xticklabels([textwrap.fill(s, 13) for s in STRATEGIES], fontsize=8)
+    ax.set_ylabel("preference p")
+    ax.set_title(f"Strategy preference ({mode}); dashed line: no preference")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, dict], directory: str | Path) -> dict[str, Path]:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    md, png = out / "report.md", out / "preference.png"
+    md.write_text("# Evaluation\n\n" + markdown(results) + "\n![preference](preference.png)\n", encoding="utf-8")
+    preference_chart(results, png)
+    return {"markdown": md, "chart": png}

@@ -1,0 +1,180 @@
+"""Strategy and reference metrics against values computed by hand (or by nltk directly) in the test."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+from ipm_prefdial.evaluation.evaluate import PredictionsError, evaluate, flatten, read_predictions
+from ipm_prefdial.evaluation.reference import distinct, reference_metrics, rouge_l, tokenize, unigram_f1
+from ipm_prefdial.evaluation.strategy import bias, preference, strategy_metrics, win_matrix
+from ipm_prefdial.strategies import STRATEGIES
+
+Q, OTH = "Question", "Others"  # indices 0 and 7
+I_Q, I_OTH = STRATEGIES.index(Q), STRATEGIES.index(OTH)
+
+
+def approx(x, rel=1e-9):
+    return pytest.approx(x, rel=rel, abs=1e-12)
+
+
+# -- preference p and bias B ------------------------------------------------------------------------------
+def test_all_correct_means_no_preference():
+    gold = list(STRATEGIES) * 3
+    m = strategy_metrics(gold, gold, "lenient")
+    assert all(v == 1.0 for v in m["preference"].values()) and m["B"] == 0.0
+    assert m["Q"] == 100.0 and m["weighted_f1"] == 100.0 and m["dropped_ratio"] == 0.0
+
+
+def test_asymmetric_case_by_hand():
+    # Question predicted twice where Others was gold, Others once where Question was gold.
+    # Round 1 (in place): p_Q = (2*1/2) / (1/2) = 2; the 6 others have no counts: unchanged;
+    # p_O = (1*2/3) / (2/3) = 1. This is already the fixed point p_Q / p_O = 2 (2 wins, 1 loss), and every
+    # uninvolved strategy stays at the level of p_O. Rescaled to sum 8: p_Q = 16/9, the 7 others 8/9.
+    gold = [OTH, OTH, Q]
+    predicted = [Q, Q, OTH]
+    w = win_matrix(gold, predicted)
+    assert w[I_Q][I_OTH] == 2 and w[I_OTH][I_Q] == 1
+    p = preference(w)
+    assert p[I_Q] == approx(16 / 9) and all(p[k] == approx(8 / 9) for k in range(8) if k != I_Q)
+    assert bias(p) == approx(math.sqrt(7) / 9)  # mean 1; deviations 7/9 once, -1/9 seven times
+    # The direction matters, and so does the in-place order. Transposed, round 1: p_Q = (1*1/2) / (2/2) = 1/2,
+    # then p_O = (2*(1/2)/(3/2)) / (1/(3/2)) = 1: the uninvolved six stay at the winner's level this time.
+    # Rescaled (sum 7.5): p_Q = 8/15, the 7 others 16/15; B = sqrt(((7/15)^2 + 7 (1/15)^2) / 8) = sqrt(7)/15.
+    p_t = preference([list(col) for col in zip(*w, strict=True)])
+    assert p_t[I_Q] == approx(8 / 15) and all(p_t[k] == approx(16 / 15) for k in range(8) if k != I_Q)
+    assert bias(p_t) == approx(math.sqrt(7) / 15)
+    m = strategy_metrics(gold, predicted, "lenient")
+    assert m["preference"][Q] == approx(16 / 9) and m["B"] == approx(math.sqrt(7) / 9)
+
+
+def test_a_strategy_that_never_loses():
+    # Question predicted once where Others was gold; Question never lost, so its update has denominator 0 and
+    # p_Q stays 1 (Kang's code divides by zero here). p_O = 0 / (1/2) = 0 and is left out of the geometric
+    # mean. Rescaled: seven strategies at 8/7, Others at 0; B = sqrt(((1/7)^2 * 7 + 1) / 8) = 1/sqrt(7).
+    p = preference(win_matrix([OTH], [Q]))
+    assert p[I_OTH] == 0.0 and all(p[k] == approx(8 / 7) for k in range(8) if k != I_OTH)
+    assert bias(p) == approx(1 / math.sqrt(7))
+    assert all(math.isfinite(x) for x in p)
+
+
+def test_one_strategy_beats_three_that_never_win():
+    # Information predicted for 4 turns whose gold was Question (2), Restatement (1), Affirmation (1): it never
+    # loses (p stays 1); the three losers never win (p = 0 in round 1, and 0/0 pairs among them are skipped).
+    # The four uninvolved strategies stay at 1. Rescaled (sum 5): five strategies at 8/5, three at 0.
+    gold = ["Question", "Question", "Restatement or Paraphrasing", "Affirmation and Reassurance"]
+    m = strategy_metrics(gold, ["Information"] * 4, "lenient")
+    losers = {"Question", "Restatement or Paraphrasing", "Affirmation and Reassurance"}
+    assert all(m["preference"][s] == (0.0 if s in losers else approx(8 / 5)) for s in STRATEGIES)
+    assert m["B"] == approx(math.sqrt((5 * (3 / 5) ** 2 + 3 * 1) / 8))  # deviations 3/5 (x5) and -1 (x3)
+
+
+def test_no_off_diagonal_counts_and_empty_input_are_finite():
+    assert preference([[0] * 8 for _ in range(8)]) == [1.0] * 8
+    m = strategy_metrics([Q], [None], "lenient")  # everything dropped
+    assert m["evaluated"] == 0 and m["dropped_ratio"] == 1.0 and m["B"] == 0.0 and m["Q"] == 0.0
+    assert all(math.isfinite(v) for v in flatten(m).values() if isinstance(v, float))
+
+
+# -- F1 and the two modes ------------------------------------------------------------------------------------
+def test_macro_versus_weighted_f1():
+    # F1(Question) = 2*2/(2+3) = 0.8; F1(Others) = 2*1/(2+1) = 2/3
+    m = strategy_metrics([Q, Q, Q, OTH], [Q, Q, OTH, OTH], "lenient")
+    assert m["per_strategy_f1"][Q] == approx(80.0) and m["per_strategy_f1"][OTH] == approx(200 / 3)
+    assert m["Q"] == approx((80.0 + 200 / 3) / 2)  # macro over the strategies that occur
+    assert m["weighted_f1"] == approx((80.0 * 3 + 200 / 3 * 1) / 4)  # weighted by gold support
+    assert m["per_strategy_f1"]["Information"] is None
+
+
+def test_lenient_drops_and_strict_maps_to_others():
+    gold, predicted = [Q, OTH, Q], ["question", "Comfort them", None]  # names match case-insensitively
+    lenient = strategy_metrics(gold, predicted, "lenient")
+    assert lenient["evaluated"] == 1 and lenient["dropped"] == 2 and lenient["dropped_ratio"] == approx(2 / 3)
+    assert lenient["Q"] == 100.0
+    strict = strategy_metrics(gold, predicted, "strict")  # -> [Question, Others, Others]
+    assert strict["evaluated"] == 3 and strict["dropped_ratio"] == 0.0
+    assert strict["per_strategy_f1"][Q] == approx(200 / 3) and strict["per_strategy_f1"][OTH] == approx(200 / 3)
+    assert strict["Q"] == approx(200 / 3)
+    assert strategy_metrics([Q], ["Reflection of Feelings"], "lenient")["evaluated"] == 1  # Kang's spelling
+
+
+# -- reference metrics ------------------------------------------------------------------------------------------
+def test_tokenizer_is_offline_treebank_lowercase():
+    assert tokenize("I'm fine, Thanks.") == ["i", "'m", "fine", ",", "thanks", "."]
+
+
+def test_distinct_by_hand():
+    tokens = "i am ok i am".split()
+    assert distinct(tokens, 1) == 3 / 5  # i, am, ok
+    assert distinct(tokens, 2) == 3 / 4  # (i am) twice
+    assert distinct(tokens, 3) == 1.0
+    assert distinct([], 2) == 0.0
+
+
+def test_rouge_l_beta_and_f1_by_hand():
+    hyp, ref = "the cat sat".split(), "the cat sat on the mat".split()
+    # LCS 3: P = 1, R = 1/2; F = (1 + 1.2^2) P R / (R + 1.2^2 P)
+    assert rouge_l(hyp, ref) == approx(2.44 * 0.5 / (0.5 + 1.44))
+    assert rouge_l(ref, hyp) == approx(2.44 * 0.5 / (1 + 1.44 * 0.5))  # not symmetric: beta weighs recall
+    assert unigram_f1(hyp, ref) == approx(2 / 3)  # overlap 3: P = 1, R = 1/2
+    assert rouge_l([], ref) == 0.0 and unigram_f1(hyp, []) == 0.0
+
+
+def test_reference_metrics_against_nltk_and_by_hand():
+    preds = ["the cat sat on the mat", "a dog barked loudly at the cat", ""]
+    refs = ["the cat is on the mat", "the dog barked at a cat", "hello there"]
+    got = reference_metrics(preds, refs)
+    smooth = SmoothingFunction().method3
+    for k in (1, 2, 3, 4):
+        expected = sum(sentence_bleu([r.split()], p.split(), weights=(1 / k,) * k, smoothing_function=smooth)
+                       if p else 0.0 for p, r in zip(preds, refs, strict=True)) / 3
+        assert got[f"bleu-{k}"] == approx(100 * expected)
+    assert got["dist-1"] == approx(100 * (5 / 6 + 7 / 7 + 0) / 3)  # "the" twice in the first
+    assert got["corpus-dist-1"] == approx(100 * 10 / 13)  # the cat sat on mat a dog barked loudly at
+    assert got["length"] == approx(13 / 3)
+    # first pair: LCS "the cat on the mat" = 5 of 6 and 6 -> P = R = 5/6
+    second = rouge_l(preds[1].split(), refs[1].split())
+    assert got["rouge-l"] == approx(100 * (5 / 6 + second + 0) / 3)
+
+
+# -- reading predictions ------------------------------------------------------------------------------------------
+def line(**kw):
+    row = {"id": "1-1", "dialog_id": 1, "turn_index": 1, "strategy": Q, "predicted_strategy": Q,
+           "response": "How are you?", "predicted_response": "How do you feel?"}
+    row.update(kw)
+    return json.dumps(row)
+
+
+def test_predictions_file_errors_name_file_line_and_field(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(line() + "\n" + line(id="1-2", strategy="Hugging") + "\n")
+    with pytest.raises(PredictionsError, match=r"p.jsonl:2 \(id '1-2'\): field strategy 'Hugging'"):
+        read_predictions(path)
+    path.write_text(line() + "\n{broken\n")
+    with pytest.raises(PredictionsError, match=r"p.jsonl:2: not valid JSON"):
+        read_predictions(path)
+    bad = json.loads(line())
+    del bad["predicted_response"]
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(PredictionsError, match="missing field.*predicted_response"):
+        read_predictions(path)
+    path.write_text(line() + "\n" + line() + "\n")
+    with pytest.raises(PredictionsError, match="repeats line 1"):
+        read_predictions(path)
+
+
+def test_evaluate_has_the_documented_keys(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join([line(), line(id="1-3", strategy=OTH, predicted_strategy="nonsense",
+                                            predicted_response=None)]) + "\n")
+    flat = flatten(evaluate(read_predictions(path)))
+    for mode in ("lenient", "strict"):
+        for key in ("Q", "weighted_f1", "B", "dropped_ratio"):
+            assert math.isfinite(flat[f"strategy.{mode}.{key}"])
+        assert all(f"strategy.{mode}.preference.{s}" in flat for s in STRATEGIES)
+    for key in ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "dist-1", "dist-2", "dist-3", "rouge-l", "f1", "length"):
+        assert math.isfinite(flat[f"reference.{key}"])
+    assert flat["strategy.lenient.dropped_ratio"] == 0.5
