@@ -120,8 +120,11 @@ def build(
         parts = []
         for task, info in m["mining"].items():
             acc = info["accounting"]
-            parts.append(f"{task.upper()}: {acc['requests']} requests ({acc['cache_hits']} cached, {acc['sent']} sent, "
-                         f"{sum(acc['failures'].values())} failed)")
+            pairs = sum(info["pairs"].values())
+            trimmed = sum(v for k, v in info["outcomes"].items() if k.endswith("_trimmed"))
+            lost = sum(v for k, v in info["outcomes"].items() if k.startswith("failed:"))
+            parts.append(f"{task.upper()}: {acc['requests']} requests ({acc['cache_hits']} cached, "
+                         f"{acc['sent']} sent), {pairs} pairs ({trimmed} trimmed at max_tokens), {lost} failed")
         out.print("mining " + "; ".join(parts))
     for config, info in (m.get("judge") or {}).items():
         out.print(f"judge {config}: {info['retained']} of {info['judged']} retained ({info['judge_failures']} "
@@ -287,6 +290,47 @@ def evaluate(
         out.print(f"report -> {paths['markdown']}, {paths['chart']}")
 
 
+@app.command()
+def train(
+    quick: bool = typer.Option(False, "--quick", help="The laptop preset: SmolLM2-135M, capped data, ~10 min on a "
+                                                      "2-core CPU; proves the recipe runs, not that it helps."),
+    data: Path | None = typer.Option(None, help="Build directory (default ./ipm_prefdial)."),
+    config: Path | None = typer.Option(None, "--config", help="TrainConfig YAML (every knob; see configs/)."),
+    arms: str | None = typer.Option(None, help="decoupled,joint (default both): SP+RG and/or VM."),
+    pairs: str | None = typer.Option(None, help="retained (default): DPO on judge-retained pairs, falling back to "
+                                                "all when too few | all."),
+    out_dir: str | None = typer.Option(None, "--out", help="Run directory (default runs/ipm, or runs/quick)."),
+    base_model: str | None = typer.Option(None, help="bundled (SmolLM2-135M-Instruct) | a Hub id | a directory."),
+    cache_dir: str | None = typer.Option(None, help="Where the bundled model is dequantised (default: the cache)."),
+) -> None:
+    """SFT then DPO for SP, RG (decoupled) and VM (joint) with TRL, then both systems on test turns."""
+    from ipm_prefdial.training.config import TrainConfig, TrainConfigError
+    from ipm_prefdial.training.data import TrainDataError
+    from ipm_prefdial.training.run import train as run_train
+
+    try:
+        cfg = TrainConfig.load(config, quick=quick, data=str(data) if data else None, arms=arms, pairs=pairs,
+                               out=out_dir, base_model=base_model)
+        metrics = run_train(cfg, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True),
+                            cache_dir=cache_dir)
+    except (TrainConfigError, TrainDataError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"ipm train -> {cfg.out} ({metrics['seconds']:.0f} s)", title_justify="left")
+    for col in ("model", "SFT loss first -> last", "DPO pairs", "held-out pref. acc. before -> after"):
+        table.add_column(col)
+    for task in cfg.tasks:
+        s, d = metrics[task]["sft"], metrics[task]["dpo"]
+        table.add_row(task.upper(), f"{s['train_loss_first']:.3f} -> {s['train_loss_last']:.3f}",
+                      f"{d['pairs_used']} ({d['pairs_source']})",
+                      f"{d['heldout_pref_accuracy_before']:.3f} -> {d['heldout_pref_accuracy_after']:.3f}")
+    out.print(table)
+    for arm in cfg.arms:
+        for stage in ("sft", "dpo"):
+            lenient = metrics[arm]["test"][stage]["strategy"]["lenient"]
+            out.print(f"{arm} {stage.upper()}: Q {lenient['Q']:.2f}, B {lenient['B']:.3f} "
+                      f"({metrics[arm]['test'][stage]['turns']} test turns)")
+
+
 @app.command("engine-check")
 def engine_check(
     engine: str = typer.Option("local", help="local | openai | vllm | transformers."),
@@ -322,3 +366,7 @@ def _print_stats(stats) -> None:
         table.add_row(key, ", ".join(f"{k}: {v}" for k, v in value.items()) or "0" if isinstance(value, dict)
                       else str(value))
     out.print(table)
+
+
+if __name__ == "__main__":  # python -m ipm_prefdial.cli (e.g. under accelerate launch)
+    app()

@@ -176,6 +176,19 @@ def test_transformers_engine_on_the_same_gguf(loop):
     assert set(results[0].extra["label_logprobs"]) == set(STRATEGIES)
     for r in results[1:]:
         assert r.error_kind in (None, "truncated") and r.text and r.completion_tokens > 0
+    # the label scores (prompt once, labels on its cached keys/values) equal a plain full-sequence scoring
+    import torch
+
+    tok, lm = engine._tok, engine._lm
+    prompt = tok.apply_chat_template(requests[0].message_dicts(), tokenize=False, add_generation_prompt=True)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    for label in ("Question", "Providing Suggestions"):
+        tail = tok(label, add_special_tokens=False)["input_ids"] + [engine._eos[0]]
+        ids = torch.tensor([prompt_ids + tail])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        expected = sum(float(logp[len(prompt_ids) - 1 + j, t]) for j, t in enumerate(tail))
+        assert results[0].extra["label_logprobs"][label] == pytest.approx(expected, abs=1e-3)
 
 
 def test_engine_check_cli_prints_throughput():

@@ -16,6 +16,20 @@ from typing import Any
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, check_output, fit_context
 
 
+def checkpoint_id(path: str) -> str:
+    """``name@fingerprint`` of a local checkpoint directory (absolute path, sizes and mtimes of its weight files);
+    a Hub id is returned as it is."""
+    import hashlib
+
+    p = Path(path)
+    if not p.exists():
+        return path
+    p = p.resolve()
+    files = sorted(f for f in (p.iterdir() if p.is_dir() else [p]) if f.suffix in (".safetensors", ".bin", ".gguf"))
+    stamp = "|".join([str(p), *(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)])
+    return f"{p.name}@{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
+
+
 class TransformersEngine(Engine):
     name = "transformers"
 
@@ -28,9 +42,17 @@ class TransformersEngine(Engine):
         self.batch_size = batch_size
         self.context_tokens = context_tokens
         self.dtype = dtype
-        self.model = f"hf:{Path(model).name if Path(model).exists() else model}" + (f":{gguf_file}" if gguf_file
-                                                                                   else "") + (
-            f"+{Path(adapter).name}" if adapter else "")
+        # A PEFT adapter directory (adapter_config.json) loads on top of the base model it names.
+        config = Path(model) / "adapter_config.json"
+        if adapter is None and config.is_file():
+            import json
+
+            self.adapter = str(Path(model))
+            self.path = json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        # The id in cache keys: a local checkpoint is fingerprinted by its weight files, so a retrained model in
+        # the same directory never meets the answers of the previous one.
+        self.model = "hf:" + checkpoint_id(self.path) + (f":{gguf_file}" if gguf_file else "") + (
+            f"+{checkpoint_id(self.adapter)}" if self.adapter else "")
         self._tok: Any = None
         self._lm: Any = None
 
@@ -135,18 +157,26 @@ class TransformersEngine(Engine):
         labels = list(request.output.labels)  # type: ignore[union-attr]
         prompt_ids = self._tok(prompt, add_special_tokens=False)["input_ids"]
         end = [self._eos[0]] if self._eos else []
-        rows = [prompt_ids + self._tok(label, add_special_tokens=False)["input_ids"] + end for label in labels]
-        width = max(len(r) for r in rows)
-        pad = self._tok.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self._device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self._device)
+        tails = [self._tok(label, add_special_tokens=False)["input_ids"] + end for label in labels]
+        # The prompt runs once; the labels continue from its cached keys and values (8 labels cost ~one prompt).
         with torch.no_grad():
-            logits = self._lm(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            first = self._lm(input_ids=torch.tensor([prompt_ids], device=self._device), use_cache=True)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(len(labels))
+            width = max(len(t) for t in tails)
+            pad = self._tok.pad_token_id
+            ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self._device)
+            mask = torch.tensor([[1] * (len(prompt_ids) + len(t)) + [0] * (width - len(t)) for t in tails],
+                                device=self._device)
+            logits = self._lm(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+        head = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+        rest = torch.log_softmax(logits.float(), dim=-1)
         scores = []
-        for k, row in enumerate(rows):
-            n = len(row) - len(prompt_ids)  # label tokens (+ end of turn)
-            scores.append(float(logp[k, -n:].sum()))
+        for k, tail in enumerate(tails):
+            score = float(head[tail[0]])
+            for j in range(1, len(tail)):
+                score += float(rest[k, j - 1, tail[j]])
+            scores.append(score)
         t = request.sampling.temperature
         if t > 0:
             generator = torch.Generator().manual_seed(request.seed(self.model))
@@ -155,6 +185,6 @@ class TransformersEngine(Engine):
         else:
             pick = max(range(len(labels)), key=lambda k: scores[k])
         return ChatResult(text=labels[pick], parsed=labels[pick], finish_reason="stop",
-                          prompt_tokens=len(prompt_ids), completion_tokens=len(rows[pick]) - len(prompt_ids),
+                          prompt_tokens=len(prompt_ids), completion_tokens=len(tails[pick]),
                           latency_s=time.perf_counter() - started,
                           extra={"label_logprobs": dict(zip(labels, scores, strict=True))})

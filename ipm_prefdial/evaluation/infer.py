@@ -52,6 +52,7 @@ class InferConfig:
     sp_max_tokens: int = 32
     rg_max_tokens: int = 160
     vm_max_tokens: int = 192
+    context_tokens: int | None = None  # transformers engine: prompt budget (oldest history dropped beyond it)
 
 
 def load_test_rows(data: str | Path, config: str, limit: int | None = None) -> list[dict]:
@@ -123,7 +124,9 @@ async def _infer(cfg: InferConfig, progress) -> dict:
     async def run(task: str, requests: list[ChatRequest]):
         spec = model_for(cfg, task)
         if spec not in engines:
-            engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url, concurrency=cfg.concurrency)
+            options = {"context_tokens": cfg.context_tokens} if cfg.context_tokens and spec[0] == "transformers" else {}
+            engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url, concurrency=cfg.concurrency,
+                                        **options)
             await engines[spec].start()
         engine = engines[spec]
         models[task] = f"{engine.name}:{engine.model}"

@@ -1,0 +1,94 @@
+"""What ``ipm train`` reads: the SFT and pair configs of a build (through ``load_dataset``), capped by a seeded
+sample, pairs selected by the judge, and prompts shortened from the left so the current turn survives."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+SFT_CONFIG = {"sp": "strategy_sft", "rg": "response_sft", "vm": "joint_sft"}
+PAIR_CONFIG = {"sp": "strategy_pairs", "rg": "response_pairs", "vm": "joint_pairs"}
+
+
+class TrainDataError(RuntimeError):
+    pass
+
+
+def check_configs(data: str | Path, configs: list[str]) -> None:
+    """Fail before any training when the build lacks a config the run needs."""
+    root = Path(data)
+    if not (root / "README.md").is_file():
+        raise TrainDataError(f"{root}: not a build directory (no README.md); run `make build` or `ipm build`")
+    missing = [c for c in configs if not (root / "data" / c).is_dir()]
+    if missing:
+        hint = "ipm build --stage all" if any(c.endswith("_pairs") for c in missing) else "ipm build --stage sft"
+        raise TrainDataError(f"{root}: the build has no {', '.join(missing)} config; `ipm train` needs "
+                             f"{'it' if len(missing) == 1 else 'them'} ({hint})")
+
+
+def load_split(data: str | Path, config: str, split: str) -> list[dict]:
+    """Rows of one config and split of a build, via ``datasets.load_dataset`` (a clear message if missing)."""
+    from datasets import load_dataset
+
+    root = Path(data)
+    if not (root / "README.md").is_file():
+        raise TrainDataError(f"{root}: not a build directory (no README.md); run `make build` or `ipm build`")
+    if not (root / "data" / config).is_dir():
+        hint = "ipm build --stage all" if config.endswith("_pairs") else "ipm build --stage sft"
+        raise TrainDataError(f"{root}: the build has no {config} config; `ipm train` needs it ({hint})")
+    try:
+        return list(load_dataset(str(root), config, split=split))
+    except ValueError as exc:  # unknown split
+        raise TrainDataError(f"{root}: {config} has no {split} split ({exc})") from None
+
+
+def sample(rows: list[dict], cap: int | None, seed: int) -> list[dict]:
+    """A seeded sample of at most ``cap`` rows, in their original order."""
+    if cap is None or len(rows) <= cap:
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), cap))
+    return [rows[i] for i in keep]
+
+
+@dataclass
+class PairSelection:
+    rows: list[dict]
+    source: str  # "retained" or "all"
+    note: str
+
+
+def select_pairs(task: str, rows: list[dict], mode: str, min_retained: int) -> PairSelection:
+    """DPO pairs of one task: the judge-retained ones (``mode`` retained), falling back to all when fewer than
+    ``min_retained`` were retained. SP pairs have no judge and are always all used."""
+    if task == "sp" or mode == "all":
+        why = "strategy pairs are not judged" if task == "sp" else "--pairs all"
+        return PairSelection(rows, "all", f"{len(rows)} pairs ({why})")
+    judged = [r for r in rows if r.get("judge") is not None]
+    retained = [r for r in judged if r["judge"]["retained"]]
+    if len(retained) >= min_retained:
+        return PairSelection(retained, "retained", f"{len(retained)} of {len(rows)} pairs retained by the judge")
+    return PairSelection(rows, "all", f"only {len(retained)} of {len(rows)} pairs retained by the judge (minimum "
+                                      f"{min_retained}; {len(rows) - len(judged)} not judged): using all pairs")
+
+
+def fit_prompt(prompt: list[dict], answer_tokens: int, max_length: int, count) -> list[dict]:
+    """The prompt with its oldest history removed until prompt + answer fit ``max_length`` tokens.
+
+    ``count(messages)`` gives the token length of a prompt. Chat prompts lose user/assistant messages from the
+    front (the system prompt and the last user message always stay); a single-user-message prompt (SP: the
+    dialogue as lines) loses its oldest lines instead. What cannot be shortened further is returned as is."""
+    budget = max_length - answer_tokens
+    messages = [dict(m) for m in prompt]
+    while count(messages) > budget:
+        body = messages[1:]
+        if len(body) > 1:
+            # drop the oldest exchange (a user message and the assistant reply after it)
+            drop = 2 if len(body) > 2 and body[0]["role"] == "user" and body[1]["role"] == "assistant" else 1
+            messages = [messages[0], *body[drop:]]
+            continue
+        lines = messages[-1]["content"].split("\n")
+        if len(lines) <= 1:
+            break
+        messages[-1] = {**messages[-1], "content": "\n".join(lines[1:])}
+    return messages
