@@ -130,6 +130,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
                                  "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "missing.json: no such file" in result.output and "Traceback" not in result.output
-    result = runner.invoke(app, ["build", "--source-path", str(ESCONV_JSON), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "--stage sft" in result.output
+    result = runner.invoke(app, ["build", "--stage", "most", "--source-path", str(ESCONV_JSON), "--out",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--stage must be sft or all" in result.output
     assert not (tmp_path / "o").exists()
