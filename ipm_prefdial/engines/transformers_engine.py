@@ -9,6 +9,8 @@ taken (sampled from the label distribution when temperature > 0). JSON answers a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,6 @@ from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, c
 def checkpoint_id(path: str) -> str:
     """``name@fingerprint`` of a local checkpoint directory (absolute path, sizes and mtimes of its weight files);
     a Hub id is returned as it is."""
-    import hashlib
-
     p = Path(path)
     if not p.exists():
         return path
@@ -45,8 +45,6 @@ class TransformersEngine(Engine):
         # A PEFT adapter directory (adapter_config.json) loads on top of the base model it names.
         config = Path(model) / "adapter_config.json"
         if adapter is None and config.is_file():
-            import json
-
             self.adapter = str(Path(model))
             self.path = json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
         # The id in cache keys: a local checkpoint is fingerprinted by its weight files, so a retrained model in

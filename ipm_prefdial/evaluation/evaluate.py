@@ -37,9 +37,8 @@ def read_predictions(path: str | Path) -> list[dict]:
             if row["strategy"] not in STRATEGIES:
                 raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field strategy {row['strategy']!r} is "
                                        f"not one of the 8 ESConv strategies")
-            for field in ("response",):
-                if not isinstance(row[field], str):
-                    raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field {field} must be a string")
+            if not isinstance(row["response"], str):
+                raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field response must be a string")
             for field in ("predicted_strategy", "predicted_response"):
                 if row[field] is not None and not isinstance(row[field], str):
                     raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field {field} must be a string "

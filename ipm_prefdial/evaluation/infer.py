@@ -175,7 +175,8 @@ async def _infer(cfg: InferConfig, progress) -> dict:
             await engine.close()
         if cache is not None:
             cache.close()
-    context = {r["id"]: r["prompt"][1]["content"] for r in load_test_rows(cfg.data, "strategy_sft", cfg.limit)}
+    sp_rows = rows.get("sp") or load_test_rows(cfg.data, CONFIG_OF["sp"], cfg.limit)  # the dialogue as text lines
+    context = {r["id"]: r["prompt"][1]["content"] for r in sp_rows}
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -32,11 +32,7 @@ def load_split(data: str | Path, config: str, split: str) -> list[dict]:
     from datasets import load_dataset
 
     root = Path(data)
-    if not (root / "README.md").is_file():
-        raise TrainDataError(f"{root}: not a build directory (no README.md); run `make build` or `ipm build`")
-    if not (root / "data" / config).is_dir():
-        hint = "ipm build --stage all" if config.endswith("_pairs") else "ipm build --stage sft"
-        raise TrainDataError(f"{root}: the build has no {config} config; `ipm train` needs it ({hint})")
+    check_configs(root, [config])
     try:
         return list(load_dataset(str(root), config, split=split))
     except ValueError as exc:  # unknown split
