@@ -39,7 +39,7 @@ def test_supporter_first_gets_hi_and_consecutive_supporters_get_a_filler():
     # the RG history carries no tags; the strategy instruction comes after the last seeker message
     rg = chat(rows, "response_sft")
     assert rg[1:5] == [("user", "Hi"), ("assistant", "Hello!"), ("user", " "), ("assistant", "How are you?")]
-    assert rg[5] == ("user", "Not great.\nWork." + PROMPTS.rg_instruction("Question"))
+    assert rg[5] == ("user", "Not great.\nWork.\n\n(Respond as the supporter using the strategy: Question)")
     assert PROMPTS.parse_rg_instruction(rg[5][1]) == "Question"
     assert rows["response_sft"]["completion"][0]["content"] == "Tell me more."
     assert rows["strategy_sft"]["completion"][0]["content"] == "Question"
@@ -47,6 +47,35 @@ def test_supporter_first_gets_hi_and_consecutive_supporters_get_a_filler():
     assert chat(sft_rows(ts[0], PROMPTS), "joint_sft")[1:] == [("user", "Hi")]
     assert chat(sft_rows(ts[1], PROMPTS), "joint_sft")[1:] == [("user", "Hi"), ("assistant", "[Others] Hello!"),
                                                               ("user", " ")]
+
+
+def test_rg_instruction_follows_a_blank_line_for_each_kind_of_last_user_message():
+    """The last user message of an RG prompt is the seeker's words (or the inserted "Hi", or the " " filler),
+    unchanged, then a blank line, then the instruction (METHOD.md section 2)."""
+    d = dialogue(("Hello!", "Others"), ("How are you?", "Question"), ("I lost my job.", None),
+                 ("It hurts.", None), ("I am sorry.", "Reflection of feelings"))
+    first, second, third = (sft_rows(t, PROMPTS)["response_sft"]["prompt"][-1] for t in turns(d))
+    assert first == {"role": "user", "content": "Hi\n\n(Respond as the supporter using the strategy: Others)"}
+    assert second == {"role": "user", "content": " \n\n(Respond as the supporter using the strategy: Question)"}
+    assert third == {"role": "user", "content": "I lost my job.\nIt hurts.\n\n"
+                                                "(Respond as the supporter using the strategy: Reflection of feelings)"}
+    assert [PROMPTS.parse_rg_instruction(m["content"]) for m in (first, second, third)] == [
+        "Others", "Question", "Reflection of feelings"]
+    # glued to the seeker's words (the 0.1 defect) is not an instruction
+    assert PROMPTS.parse_rg_instruction("It hurts.(Respond as the supporter using the strategy: Question)") is None
+
+
+def test_every_response_sft_row_ends_with_a_blank_line_and_the_gold_strategy(esconv_build):
+    """The full build: the RG user message is the joint model's (untagged) user message, a blank line, the
+    instruction naming the gold strategy."""
+    for split in ("train", "validation", "test"):
+        rg = pq.read_table(esconv_build / f"data/response_sft/{split}-00000-of-00001.parquet").to_pylist()
+        vm = pq.read_table(esconv_build / f"data/joint_sft/{split}-00000-of-00001.parquet").to_pylist()
+        assert [r["id"] for r in rg] == [r["id"] for r in vm]
+        for r, v in zip(rg, vm, strict=True):
+            expected = v["prompt"][-1]["content"] + (
+                "\n\n(Respond as the supporter using the strategy: " + r["strategy"] + ")")
+            assert r["prompt"][-1] == {"role": "user", "content": expected}, r["id"]
 
 
 def test_sp_text_matches_the_method_example():
