@@ -110,9 +110,9 @@ def sp_prompt(turn: Turn, prompts: Prompts) -> list[dict[str, str]]:
 
 
 def rg_prompt(turn: Turn, prompts: Prompts, strategy: str | None = None) -> list[dict[str, str]]:
-    """RG input: history without tags, the strategy instruction appended to the last user message."""
+    """RG input: history without tags; the last user message unchanged, a blank line, the strategy instruction."""
     chat = [{"role": "system", "content": prompts.rg_system}, *_chat(turn.history, tag=False)]
-    chat[-1] = {"role": "user", "content": chat[-1]["content"] + prompts.rg_instruction(strategy or turn.strategy)}
+    chat[-1] = {"role": "user", "content": chat[-1]["content"] + prompts.rg_suffix(strategy or turn.strategy)}
     return chat
 
 

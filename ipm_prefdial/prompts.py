@@ -10,6 +10,9 @@ from pathlib import Path
 
 import jinja2
 
+# What separates the last user message of an RG prompt (the seeker's words, the inserted "Hi" or the " " filler)
+# from the strategy instruction after it: a blank line, always (METHOD.md section 2).
+RG_SEPARATOR = "\n\n"
 TEMPLATES = ("sp_system.j2", "rg_system.j2", "vm_system.j2", "rg_instruction.j2", "judge_system.j2", "judge_user.j2")
 
 
@@ -76,20 +79,23 @@ class Prompts:
     @cached_property
     def _instruction_parts(self) -> tuple[str, str]:
         marker = "\x00STRATEGY\x00"
-        # Leading newlines of the instruction are kept: they separate it from the seeker's text.
-        text = self._env.get_template("rg_instruction.j2").render(strategy=marker)
-        head, _, tail = text.partition(marker)
+        head, _, tail = self._render("rg_instruction.j2", strategy=marker).partition(marker)
         return head, tail
 
     def rg_instruction(self, strategy: str) -> str:
-        """The text appended to the last user message of an RG prompt."""
+        """The instruction naming ``strategy``, as the template renders it (no separator)."""
         head, tail = self._instruction_parts
         return f"{head}{strategy}{tail}"
 
+    def rg_suffix(self, strategy: str) -> str:
+        """What is appended to the last user message of an RG prompt: the separator, then the instruction."""
+        return RG_SEPARATOR + self.rg_instruction(strategy)
+
     def parse_rg_instruction(self, user_content: str) -> str | None:
-        """The strategy named by the instruction at the end of ``user_content``, or None."""
+        """The strategy named by the instruction at the end of ``user_content`` (after the separator), or None."""
         head, tail = self._instruction_parts
-        match = re.search(re.escape(head) + r"(.+?)" + re.escape(tail) + r"\Z", user_content, re.S)
+        pattern = re.escape(RG_SEPARATOR + head) + r"(.+?)" + re.escape(tail) + r"\Z"
+        match = re.search(pattern, user_content, re.S)
         return match.group(1) if match else None
 
     def hashes(self) -> dict[str, str]:
@@ -98,7 +104,7 @@ class Prompts:
             "sp_system": sha256_text(self.sp_system),
             "rg_system": sha256_text(self.rg_system),
             "vm_system": sha256_text(self.vm_system),
-            "rg_instruction": sha256_text(self.rg_instruction("{strategy}")),
+            "rg_instruction": sha256_text(self.rg_suffix("{strategy}")),
             "judge_system": sha256_text(self.judge_system),
             "judge_user": sha256_text(self.judge_user("{history}", "{last_seeker}", "{reply_1}", "{reply_2}")),
         }

@@ -78,12 +78,12 @@ def build_prompts(data: str | Path) -> Prompts:
 def with_strategy(prompt: list[dict], gold: str, strategy: str | None, prompts: Prompts, where: str) -> list[dict]:
     """An RG prompt whose instruction names ``strategy`` instead of the gold one (none: no instruction)."""
     last = prompt[-1]["content"]
-    instruction = prompts.rg_instruction(gold)
+    instruction = prompts.rg_suffix(gold)
     if not last.endswith(instruction):
         raise InferError(f"{where}: the RG prompt does not end with the instruction for {gold!r}; was the build "
                          f"made with other prompts?")
     head = last[: len(last) - len(instruction)]
-    content = head + prompts.rg_instruction(strategy) if strategy else head
+    content = head + prompts.rg_suffix(strategy) if strategy else head
     return [*prompt[:-1], {"role": "user", "content": content}]
 
 
