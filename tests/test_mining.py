@@ -79,6 +79,27 @@ def test_vm_pair_parses_the_strategy_or_counts_it_unparsed():
     assert pair("vm", answer(tagged("Reflection of feelings", GOLD)))[1] == "same_as_gold"
 
 
+def test_vm_near_copies_of_the_gold_answer_are_not_pairs():
+    """A joint output is a copy when its canonical strategy and its reply (whitespace collapsed, case-insensitive)
+    equal the gold ones, however the tag is spaced or cased."""
+    for text in ("[Reflection of feelings]It sounds like losing that job really shook you.",
+                 "[reflection of Feelings]   it sounds like losing that job\nreally shook you.",
+                 " [ Reflection of feelings ] It sounds like losing that job really shook you. "):
+        assert pair("vm", answer(text)) == (None, "same_as_gold"), text
+    # a different strategy with the gold words is a real (strategy-level) difference
+    row, outcome = pair("vm", answer("[Question] It sounds like losing that job really shook you."))
+    assert outcome == "pair" and row["rejected_strategy"] == "Question"
+
+
+def test_an_empty_tag_parses_to_no_strategy():
+    from ipm_prefdial.convert import parse_tagged
+
+    assert parse_tagged("[]x") == (None, "x")
+    assert parse_tagged("[ ] Hello there.") == (None, "Hello there.")
+    row, outcome = pair("vm", answer("[]What happened at work?"))
+    assert outcome == "pair_unparsed_strategy" and row["rejected_strategy"] is None
+
+
 def test_failures_give_no_pair_and_truncated_replies_are_trimmed():
     assert pair("rg", failure("timeout", "slow")) == (None, "failed:timeout")
     assert pair("sp", failure("invalid_output", "x", text="Hmm")) == (None, "failed:invalid_output")
