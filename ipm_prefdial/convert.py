@@ -76,12 +76,13 @@ def tagged(strategy: str, text: str) -> str:
 
 
 def parse_tagged(text: str) -> tuple[str | None, str]:
-    """Split a joint output into (strategy, reply); (None, whole text) when it does not start with ``[...]``."""
+    """Split a joint output into (strategy, reply); (None, whole text) when it does not start with ``[...]``.
+    An empty tag (``[]x``) names no strategy: (None, "x")."""
     stripped = text.lstrip()
     if stripped.startswith("["):
         end = stripped.find("]")
         if end > 0:
-            return stripped[1:end].strip(), stripped[end + 1 :].strip()
+            return stripped[1:end].strip() or None, stripped[end + 1 :].strip()
     return None, text.strip()
 
 

@@ -60,6 +60,12 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def is_copy(strategy: str | None, reply: str, gold_strategy: str, gold_reply: str) -> bool:
+    """A joint output that says what the gold answer says: the same canonical strategy and the same reply up to
+    case and whitespace (``[Question]Hello there.`` copies ``[Question] Hello there.``)."""
+    return strategy == gold_strategy and normalise(reply) == normalise(gold_reply)
+
+
 def prompt_sha256(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
@@ -95,10 +101,10 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
         label, reply = parse_tagged(text)
         if not reply:
             return None, "empty"
-        if normalise(text) == normalise(chosen):
-            return None, "same_as_gold"
         rejected = text
         rejected_strategy = canonical_strategy(label, synonyms=False) if label is not None else None
+        if is_copy(rejected_strategy, reply, turn.strategy, turn.utterance):
+            return None, "same_as_gold"
     row = {
         "id": f"{turn.id}-s{request.sample}",
         "dialog_id": turn.dialog_id,

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.judging import ERROR_TYPES
+from ipm_prefdial.mining import is_copy, normalise
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.card import read_card_metadata
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, TASK_OF
@@ -275,13 +276,18 @@ def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, repo
             report.row("SP rejected is not a strategy name distinct from the gold one", f"{where} ({rejected!r})")
         if rejected_strategy != rejected:
             report.row("SP rejected_strategy is not the rejected strategy", where)
-    elif task == "rg" and rejected_strategy != row["strategy"]:
-        report.row("RG rejected_strategy is not the gold strategy", where)
+    elif task == "rg":
+        if rejected_strategy != row["strategy"]:
+            report.row("RG rejected_strategy is not the gold strategy", where)
+        if chosen != rejected and normalise(chosen) == normalise(rejected):
+            report.row("rejected copies chosen (up to case and whitespace)", where)
     elif task == "vm":
-        label = parse_tagged(rejected)[0]
+        label, reply = parse_tagged(rejected)
         expected = canonical_strategy(label, synonyms=False) if label is not None else None
         if rejected_strategy != expected:
             report.row("VM rejected_strategy does not match the tag of the rejected output", where)
+        if chosen != rejected and is_copy(expected, reply, row["strategy"], parse_tagged(chosen)[1]):
+            report.row("rejected copies chosen (up to case and whitespace)", where)
     miner = row["miner"]
     if miner is None or not miner.get("model") or not miner.get("engine"):
         report.row("pair without miner engine/model", where)
