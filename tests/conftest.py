@@ -49,3 +49,35 @@ def pairs_build(tmp_path_factory) -> dict:
     result = CliRunner().invoke(app, ["build", *PAIR_BUILD_ARGS, "--out", str(out), "--cache-dir", str(cache)])
     assert result.exit_code == 0, result.output
     return {"out": out, "cache": cache, "output": result.output}
+
+
+@pytest.fixture(scope="session")
+def fake_llm(tmp_path_factory):
+    """The deterministic OpenAI-compatible test server (tests/fake_llm.py) in a thread: {"url", "log", "server"}."""
+    from fake_llm import FakeLLM
+
+    log = tmp_path_factory.mktemp("fake-llm") / "answered.jsonl"
+    server = FakeLLM(log).start()
+    yield {"url": server.url, "log": log, "server": server}
+    server.stop()
+
+
+def fake_build_args(url: str, *extra: str) -> list[str]:
+    """`ipm build --stage all` of the first 2 dialogues per split, policy and judge on the fake server."""
+    return ["build", "--source", "esconv", "--source-path", str(ESCONV_JSON), "--stage", "all", "--limit", "2",
+            "--engine", "openai", "--base-url", url, *extra]
+
+
+@pytest.fixture(scope="session")
+def fake_pairs_build(fake_llm, tmp_path_factory) -> dict:
+    """A whole `--stage all` build on the fake server, made once per session (read-only): {"out", "cache",
+    "output"}. Seconds, not minutes: for the tests of pipeline logic and of pair validation."""
+    from typer.testing import CliRunner
+
+    from ipm_prefdial.cli import app
+
+    root = tmp_path_factory.mktemp("fake-pairs")
+    out, cache = root / "ipm_prefdial", root / "cache"
+    result = CliRunner().invoke(app, [*fake_build_args(fake_llm["url"]), "--out", str(out), "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    return {"out": out, "cache": cache, "output": result.output}

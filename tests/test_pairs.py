@@ -144,9 +144,10 @@ def test_openai_engine_against_a_separate_llama_server(pairs_build, separate_ser
 
 # -- negative validation: every pair rule ----------------------------------------------------------------
 @pytest.fixture
-def ds(pairs_build, tmp_path):
+def ds(fake_pairs_build, tmp_path):
+    """A copy of a whole build (the fake server's: the rules are about the data, not the engine)."""
     copy = tmp_path / "ds"
-    shutil.copytree(pairs_build["out"], copy)
+    shutil.copytree(fake_pairs_build["out"], copy)
     return copy
 
 
@@ -185,6 +186,20 @@ def test_chosen_equal_to_rejected(ds):
     rows[0]["rejected"] = rows[0]["chosen"]
     save(ds, "response_pairs", rows)
     assert named(problems(ds), "chosen equals rejected", rows[0]["id"])
+
+
+def test_near_copies_of_chosen_are_named(ds):
+    rg = load(ds, "response_pairs")
+    rg[0]["rejected"] = assistant("  " + rg[0]["chosen"][0]["content"].upper() + " ")
+    save(ds, "response_pairs", rg)
+    vm = load(ds, "joint_pairs")
+    reply = vm[0]["chosen"][0]["content"].split("] ", 1)[1]
+    vm[0]["rejected"] = assistant(f"[{vm[0]['strategy'].lower()}]{reply}")
+    vm[0]["rejected_strategy"] = vm[0]["strategy"]
+    save(ds, "joint_pairs", vm)
+    lines = problems(ds)
+    assert named(lines, "rejected copies chosen (up to case and whitespace)", rg[0]["id"])
+    assert named(lines, "rejected copies chosen (up to case and whitespace)", vm[0]["id"])
 
 
 def test_sp_rejected_must_be_another_strategy_name(ds):
