@@ -178,3 +178,25 @@ def test_evaluate_has_the_documented_keys(tmp_path):
     for key in ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "dist-1", "dist-2", "dist-3", "rouge-l", "f1", "length"):
         assert math.isfinite(flat[f"reference.{key}"])
     assert flat["strategy.lenient.dropped_ratio"] == 0.5
+
+
+KANG = {"Reflection of feelings": "Reflection of Feelings", "Question": "Questions", "Others": "Other",
+        "Restatement or Paraphrasing": "Restatement", "Affirmation and Reassurance": "Approval and Reassurance"}
+
+
+def test_gold_labels_in_other_spellings_give_the_same_figures(tmp_path):
+    """Kang et al. write "Reflection of Feelings"; other corpora use the synonyms of the source loader. Gold and
+    predicted labels are both matched case-insensitively and through the synonym table."""
+    gold = [Q, Q, OTH, "Reflection of feelings", "Restatement or Paraphrasing", "Affirmation and Reassurance",
+            "Reflection of feelings", "Information"]
+    pred = [Q, OTH, OTH, "Reflection of feelings", Q, "Affirmation and Reassurance", "Information", "nonsense"]
+    ours, theirs = tmp_path / "esconv.jsonl", tmp_path / "kang.jsonl"
+    ours.write_text("".join(line(id=f"1-{i}", strategy=g, predicted_strategy=p) + "\n"
+                            for i, (g, p) in enumerate(zip(gold, pred, strict=True))))
+    theirs.write_text("".join(line(id=f"1-{i}", strategy=KANG.get(g, g), predicted_strategy=KANG.get(p, p)) + "\n"
+                              for i, (g, p) in enumerate(zip(gold, pred, strict=True))))
+    a, b = evaluate(read_predictions(ours)), evaluate(read_predictions(theirs))
+    assert a == b
+    assert a["strategy"]["lenient"]["evaluated"] == 7 and a["strategy"]["lenient"]["accuracy"] == approx(400 / 7)
+    rows = read_predictions(theirs)
+    assert rows[3]["strategy"] == "Reflection of feelings" and rows[0]["strategy"] == Q  # read as ESConv names
