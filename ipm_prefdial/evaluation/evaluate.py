@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ipm_prefdial.evaluation.infer import PREDICTION_FIELDS
 from ipm_prefdial.evaluation.reference import reference_metrics
-from ipm_prefdial.evaluation.strategy import MODES, strategy_metrics
+from ipm_prefdial.evaluation.strategy import MODES, match, strategy_metrics
 from ipm_prefdial.strategies import STRATEGIES
 
 
@@ -34,9 +34,12 @@ def read_predictions(path: str | Path) -> list[dict]:
             missing = [k for k in PREDICTION_FIELDS if k not in row]
             if missing:
                 raise PredictionsError(f"{path}:{number} (id {row.get('id')!r}): missing field(s) {', '.join(missing)}")
-            if row["strategy"] not in STRATEGIES:
+            gold = match(row["strategy"])
+            if gold is None:
                 raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field strategy {row['strategy']!r} is "
-                                       f"not one of the 8 ESConv strategies")
+                                       f"not one of the 8 ESConv strategies ({', '.join(STRATEGIES)}; any case, "
+                                       f"or a synonym such as 'Questions')")
+            row["strategy"] = gold
             if not isinstance(row["response"], str):
                 raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field response must be a string")
             for field in ("predicted_strategy", "predicted_response"):

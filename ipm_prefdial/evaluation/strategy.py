@@ -1,7 +1,8 @@
 """Strategy metrics (Kang et al. 2024, METHOD.md section 4): proficiency Q (macro-F1), weighted F1, per-strategy
 F1, the Bradley-Terry preference p of each strategy and the preference bias B.
 
-Predictions outside the 8 names (after case-insensitive matching) are handled in two modes:
+Gold and predicted labels are matched to the 8 names case-insensitively and through the synonym table of
+``ipm_prefdial.strategies``. Predictions that match none are handled in two modes:
 ``lenient`` drops those turns, as the DecoupledESC code does (the dropped ratio is reported); ``strict`` maps
 them to "Others", as Kang et al.'s code does.
 
@@ -21,8 +22,9 @@ BT_ITERATIONS = 20
 
 
 def match(label: str | None) -> str | None:
-    """The ESConv name of a predicted label, matched case-insensitively (no synonyms), or None."""
-    return canonical_strategy(label, synonyms=False) if isinstance(label, str) else None
+    """The ESConv name of a label, matched case-insensitively and through the synonym table (Kang et al.'s
+    "Reflection of Feelings", FailedESConv's "Questions", ...), or None."""
+    return canonical_strategy(label) if isinstance(label, str) else None
 
 
 def f1_scores(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float | None]:
