@@ -106,6 +106,15 @@ def test_tokenizer_is_offline_treebank_lowercase():
     assert tokenize("I'm fine, Thanks.") == ["i", "'m", "fine", ",", "thanks", "."]
 
 
+def test_tokenizer_splits_sentences_first_like_word_tokenize():
+    """A sentence-final period inside a reply is its own token, as nltk.word_tokenize makes it (sentences first,
+    then Treebank words); the Treebank tokenizer alone leaves "understand." whole."""
+    assert tokenize("I understand. You are sad.") == ["i", "understand", ".", "you", "are", "sad", "."]
+    assert tokenize("Really? Tell me more! I'm here.") == ["really", "?", "tell", "me", "more", "!", "i", "'m",
+                                                            "here", "."]
+    assert tokenize("") == [] and tokenize(None) == []
+
+
 def test_distinct_by_hand():
     tokens = "i am ok i am".split()
     assert distinct(tokens, 1) == 3 / 5  # i, am, ok
