@@ -1,7 +1,8 @@
 """Reference metrics of the ESConv tradition (METHOD.md section 4), fully offline.
 
-Tokens: lower-cased Treebank word tokens (nltk's ``word_tokenize`` needs a data download; the Treebank
-tokenizer does not). Per reply, then averaged over replies, all x100 except length:
+Tokens: lower-cased word tokens as nltk's ``word_tokenize`` makes them (sentences split first, then Treebank words),
+offline: ``word_tokenize`` itself needs the downloaded punkt data, an untrained ``PunktSentenceTokenizer`` with
+``NLTKWordTokenizer`` does not. Per reply, then averaged over replies, all x100 except length:
 BLEU-k = nltk ``corpus_bleu`` on the single reply, uniform weights 1/k, smoothing method3;
 Distinct-k = distinct k-grams / k-grams of the reply (0 when it has none); ROUGE-L = LCS F-measure with
 beta 1.2; F1 = unigram overlap F1; length = tokens of the prediction. Corpus-level Distinct-k (distinct k-grams
@@ -18,14 +19,19 @@ BETA = 1.2
 
 
 @cache
-def _tokenizer():
-    from nltk.tokenize import TreebankWordTokenizer
+def _tokenizers():
+    from nltk.tokenize import NLTKWordTokenizer, PunktSentenceTokenizer
 
-    return TreebankWordTokenizer()
+    # An untrained Punkt model needs no download; it splits at ., ! and ? followed by space (its learned
+    # abbreviation list is what the downloaded English model adds).
+    return PunktSentenceTokenizer(), NLTKWordTokenizer()
 
 
 def tokenize(text: str | None) -> list[str]:
-    return _tokenizer().tokenize((text or "").lower())
+    """Lower-cased word tokens as ``nltk.word_tokenize`` makes them: sentences first (on the original casing, which
+    Punkt reads), then Treebank words per sentence, so a sentence-final period is a token of its own."""
+    sentences, words = _tokenizers()
+    return [token.lower() for sentence in sentences.tokenize(text or "") for token in words.tokenize(sentence)]
 
 
 def ngrams(tokens: Sequence[str], k: int) -> list[tuple[str, ...]]:
