@@ -70,6 +70,17 @@ def test_card_metadata_matches_files(esconv_build):
     assert "CC BY-NC 4.0" in text and "| Question |" in text
 
 
+def test_an_sft_build_opens_response_sft_by_default(esconv_build):
+    from datasets import load_dataset
+
+    meta = read_card_metadata((esconv_build / "README.md").read_text())
+    assert [c["config_name"] for c in meta["configs"] if c.get("default")] == ["response_sft"]
+    ds = load_dataset(str(esconv_build))
+    assert {name: len(split) for name, split in ds.items()} == {"train": 14763, "validation": 1821, "test": 1792}
+    assert ds["test"][0]["prompt"][-1]["content"].endswith(
+        "\n\n(Respond as the supporter using the strategy: " + ds["test"][0]["strategy"] + ")")
+
+
 def test_load_dataset_opens_the_build(esconv_build, tmp_path):
     code = ("from datasets import load_dataset; d = load_dataset('ipm_prefdial', 'strategy_sft'); "
             "print({k: v.num_rows for k, v in d.items()}); print(d['test'][0]['completion'][0]['content'])")
