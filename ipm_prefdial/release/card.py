@@ -10,7 +10,13 @@ import yaml
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, data_file
 from ipm_prefdial.strategies import STRATEGIES
 
-DEFAULT_CONFIG = "response_pairs"
+# What load_dataset(<build>) opens without a config name: response-level pairs where the build has them (the
+# decoupled signal), else the response-level SFT data.
+DEFAULT_CONFIGS = ("response_pairs", "response_sft")
+
+
+def default_config(configs) -> str | None:
+    return next((c for c in DEFAULT_CONFIGS if c in configs), None)
 
 
 def card_template_dir() -> Path:
@@ -32,11 +38,12 @@ def metadata(manifest: dict) -> dict:
     """The card's YAML header, derived from the manifest only."""
     configs, infos = [], []
     counts = manifest["counts"]
+    default = default_config(counts)
     for config in (c for c in FEATURES if c in counts):
         entry = {"config_name": config,
                  "data_files": [{"split": s, "path": data_file(config, s).replace("-00000-of-00001", "-*")}
                                 for s in CONFIG_SPLITS[config]]}
-        if config == DEFAULT_CONFIG:
+        if config == default:
             entry["default"] = True
         configs.append(entry)
         files = {s: manifest["files"][data_file(config, s)] for s in CONFIG_SPLITS[config]}
