@@ -5,7 +5,8 @@ of the same build give the same answers, and the pipeline (scheduling, cache, re
 requests) can be tested at speed. What it answers:
 
 - ``response_format`` with a JSON schema: a document valid for that schema (enums picked by a hash, strings
-  short sentences); the judge's verdict and the one-field choice object of the ``json_schema`` mode;
+  short sentences); the judge's verdict and the one-field choice object of the ``json_schema`` mode; cut at
+  ``max_tokens`` (four characters a token) with ``finish_reason: length``;
 - a system prompt that asks for ``[strategy] reply``: a tag (usually one of the 8 names) and a reply;
 - anything else: one to three canned sentences, cut at ``max_tokens`` words (``finish_reason: length``).
 
@@ -65,7 +66,10 @@ def answer(body: dict) -> tuple[str, str, int, int]:
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
         text = json.dumps(_from_schema(fmt["json_schema"]["schema"], digest))
-        return text, "stop", prompt_tokens, max(1, len(text) // 4)
+        tokens = max(1, len(text) // 4)  # about four characters a token
+        if tokens > limit:
+            return text[: 4 * limit], "length", prompt_tokens, limit
+        return text, "stop", prompt_tokens, tokens
     system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
     words = " ".join(_pick(SENTENCES, digest, k) for k in range(1 + digest[0] % 3)).split()
     if "square brackets" in system:  # the joint model's format: a tag, then the reply
