@@ -120,6 +120,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         "sampling": mined.sampling if mined else {},
         "mining": mined.mining if mined else None,
         "judge": mined.judge if mined else None,
+        "judge_status": mined.judge_status if mined else None,
         "pairs_by_strategy": mined.by_strategy if mined else None,
         "counts": {c: {s: len(rows[c][s]) for s in CONFIG_SPLITS[c]} for c in rows},
         "strategy_distribution": {s: {name: distribution[s][name] for name in STRATEGIES} for s in SPLITS},

@@ -27,6 +27,9 @@ VERDICT_SCHEMA = {
     "additionalProperties": False,
 }
 JUDGED_CONFIGS = ("response_pairs", "joint_pairs")
+# judge_status of a pair row: whether a verdict exists, and if not, why.
+JUDGED, SKIPPED, NOT_APPLICABLE = "judged", "skipped", "not_applicable"
+STATUS_PATTERN = r"judged|failed:[a-z_]+|skipped|not_applicable"
 
 
 def rejected_first(config: str, row_id: str) -> bool:
@@ -51,9 +54,16 @@ def judge_request(config: str, row: dict, turn: Turn, prompts: Prompts, sampling
                             group=f"judge:{config}:{turn.dialog_id}")
 
 
+def judge_status(result: ChatResult) -> str:
+    """``judged``, or ``failed:<kind>`` when the answer is no verdict (timeout, cut at max_tokens, bad JSON, ...)."""
+    if not result.ok:
+        return f"failed:{result.error_kind}"
+    return JUDGED if isinstance(result.parsed, dict) else "failed:invalid_output"
+
+
 def verdict(config: str, row_id: str, result: ChatResult, model: str) -> dict | None:
     """The row's ``judge`` struct from the judge's answer, or None when the judge failed."""
-    if not result.ok or not isinstance(result.parsed, dict):
+    if judge_status(result) != JUDGED:
         return None
     v = result.parsed
     one = (v["reply_1_error"], v["reply_1_explanation"].strip())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ipm_prefdial.convert import Turn, parse_tagged, rg_prompt, sp_prompt, tagged, vm_prompt
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Sampling
+from ipm_prefdial.judging import NOT_APPLICABLE, SKIPPED
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
 
@@ -119,6 +120,8 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
         "miner": {**miner, "temperature": request.sampling.temperature, "top_p": request.sampling.top_p,
                   "seed": request.seed(miner["model"]), "prompt_sha256": prompt_sha256(messages)},
         "judge": None,
+        # strategy pairs are never judged; the others stay "skipped" unless the judge runs (pipeline._judge)
+        "judge_status": NOT_APPLICABLE if task == "sp" else SKIPPED,
     }
     outcome = "pair_unparsed_strategy" if task == "vm" and rejected_strategy is None else "pair"
     return row, f"{outcome}_trimmed" if trimmed else outcome

@@ -15,7 +15,7 @@ from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.convert import Turn, sp_history_text, turns
 from ipm_prefdial.engines import Engine, RequestCache, Sampling, Stats, make_engine, run_requests
 from ipm_prefdial.engines.base import estimate_tokens
-from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, verdict
+from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
 from ipm_prefdial.mining import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair, policy_requests
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts
@@ -32,6 +32,7 @@ class MiningOutput:
     models: dict
     sampling: dict
     by_strategy: dict = field(default_factory=dict)
+    judge_status: dict = field(default_factory=dict)  # config -> judge_status -> rows
 
 
 def policy_sampling(cfg: BuildConfig) -> PolicySampling:
@@ -149,7 +150,9 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
     if not cfg.no_judge:
         sampling["judge"] = {"temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens}
     table = {s: {c: by_strategy[c][s] for c in sorted(by_strategy)} for s in STRATEGIES}
-    return MiningOutput(rows, mining, judge_report, models, sampling, table)
+    status = {config: dict(sorted(Counter(r["judge_status"] for split in MINED_SPLITS
+                                          for r in rows[config][split]).items())) for config in rows}
+    return MiningOutput(rows, mining, judge_report, models, sampling, table, status)
 
 
 async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: Prompts, cfg: BuildConfig,
@@ -171,8 +174,11 @@ async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: 
         chosen_errors: Counter = Counter()
         rejected_errors: Counter = Counter()
         retained = failed = 0
+        status: Counter = Counter()
         for row, result in zip(targets[config], config_results, strict=True):
             row["judge"] = verdict(config, row["id"], result, engine.model)
+            row["judge_status"] = judge_status(result)
+            status[row["judge_status"]] += 1
             if row["judge"] is None:
                 failed += 1
                 continue
@@ -184,6 +190,7 @@ async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: 
         judged = len(targets[config]) - failed
         report[config] = {
             "accounting": stats.as_dict(), "pairs": len(targets[config]), "judged": judged, "judge_failures": failed,
+            "status": dict(sorted(status.items())),
             "retained": retained, "retained_fraction": round(retained / judged, 4) if judged else None,
             "chosen_error": {k: chosen_errors[k] for k in ("None", *ERROR_TYPES)},
             "rejected_error": {k: rejected_errors[k] for k in ("None", *ERROR_TYPES)},

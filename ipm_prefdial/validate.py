@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ipm_prefdial.convert import parse_tagged
-from ipm_prefdial.judging import ERROR_TYPES
+from ipm_prefdial.judging import ERROR_TYPES, JUDGED, NOT_APPLICABLE, STATUS_PATTERN
 from ipm_prefdial.mining import is_copy, normalise
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.card import read_card_metadata
@@ -292,6 +292,7 @@ def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, repo
     if miner is None or not miner.get("model") or not miner.get("engine"):
         report.row("pair without miner engine/model", where)
     _check_judge(config, row["judge"], where, report)
+    _check_judge_status(config, row, where, report)
 
 
 def _one_message(messages: list | None, column: str, where: str, report: Report) -> str | None:
@@ -325,6 +326,20 @@ def _check_judge(config: str, judge: dict | None, where: str, report: Report) ->
         report.row("judge retained disagrees with the rule (chosen without error, rejected with one)", where)
     if not judge.get("model"):
         report.row("judge verdict without a model", where)
+
+
+def _check_judge_status(config: str, row: dict, where: str, report: Report) -> None:
+    status = row["judge_status"]
+    if status is None or not re.fullmatch(STATUS_PATTERN, status):
+        report.row("judge_status is not judged, failed:<kind>, skipped or not_applicable", f"{where} ({status!r})")
+        return
+    if config == "strategy_pairs":
+        if status != NOT_APPLICABLE:
+            report.row("strategy pair whose judge_status is not not_applicable", f"{where} ({status!r})")
+    elif status == NOT_APPLICABLE:
+        report.row("response-level pair with judge_status not_applicable", where)
+    if (row["judge"] is not None) != (status == JUDGED):
+        report.row("judge is set exactly when judge_status is 'judged'", f"{where} ({status!r})")
 
 
 def _check_same_turns(ids: dict[str, dict[str, set[str]]], report: Report) -> None:

@@ -39,7 +39,8 @@ def test_judged_build_marks_every_row(fake_pairs_build):
             assert (r["judge_status"] == "judged") == (r["judge"] is not None), r["id"]
         assert statuses(out, config)["judged"] > 0
     card = (out / "README.md").read_text()
-    assert "| `response_pairs` | judged |" in card or "judged" in card.split("### Judge")[1]
+    n = sum(statuses(out, "strategy_pairs").values())
+    assert f"| `strategy_pairs` | not_applicable {n} |" in card
 
 
 def test_no_judge_is_skipped_and_a_failed_judge_is_not_mistaken_for_it(fake_llm, tmp_path):
@@ -61,7 +62,7 @@ def test_no_judge_is_skipped_and_a_failed_judge_is_not_mistaken_for_it(fake_llm,
     m = json.loads((failed / "manifest.json").read_text())
     assert m["judge"]["response_pairs"]["status"] == {"failed:truncated": sum(m["counts"]["response_pairs"].values())}
     card = (failed / "README.md").read_text()
-    assert "failed:truncated" in card
+    assert f"| `joint_pairs` | failed:truncated {sum(m['counts']['joint_pairs'].values())} |" in card
 
 
 def test_validate_checks_the_status_against_the_verdict(fake_pairs_build, tmp_path):

@@ -38,7 +38,8 @@ PAIR_FEATURES = Features({
     "rejected": List(MESSAGE),
     "rejected_strategy": Value("string"),
     "miner": MINER,
-    "judge": JUDGE,  # null when no judge ran (strategy pairs, --no-judge)
+    "judge": JUDGE,  # the verdict; null unless judge_status is "judged"
+    "judge_status": Value("string"),  # judged | failed:<kind> | skipped (--no-judge) | not_applicable (strategy)
 })
 
 SFT_CONFIGS = ("strategy_sft", "response_sft", "joint_sft")
