@@ -94,6 +94,8 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     files: dict[str, dict] = {}
     for config in rows:
         for split in CONFIG_SPLITS[config]:
+            if not rows[config][split]:  # load_dataset cannot open an empty split: none is written or listed
+                continue
             rel = data_file(config, split)
             table = write_parquet_atomic(out / rel, rows[config][split], FEATURES[config])
             files[rel] = {"rows": table.num_rows, "bytes": (out / rel).stat().st_size,

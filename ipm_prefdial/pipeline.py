@@ -18,6 +18,7 @@ from ipm_prefdial.engines.base import estimate_tokens
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
 from ipm_prefdial.mining import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair, policy_requests
 from ipm_prefdial.progress import progress_bar
+from ipm_prefdial.release.features import RETAINED_OF, is_retained
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.sources import Dialogue
 from ipm_prefdial.sources.download import default_cache_dir
@@ -152,6 +153,9 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
     table = {s: {c: by_strategy[c][s] for c in sorted(by_strategy)} for s in STRATEGIES}
     status = {config: dict(sorted(Counter(r["judge_status"] for split in MINED_SPLITS
                                           for r in rows[config][split]).items())) for config in rows}
+    if judge_report is not None:  # the paper's filtered sets, as configs of their own
+        for retained, parent in RETAINED_OF.items():
+            rows[retained] = {split: [r for r in rows[parent][split] if is_retained(r)] for split in MINED_SPLITS}
     return MiningOutput(rows, mining, judge_report, models, sampling, table, status)
 
 

@@ -16,7 +16,7 @@ from ipm_prefdial.judging import ERROR_TYPES, JUDGED, NOT_APPLICABLE, STATUS_PAT
 from ipm_prefdial.mining import is_copy, normalise
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.card import read_card_metadata
-from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, TASK_OF
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, RETAINED_OF, TASK_OF, is_retained
 from ipm_prefdial.release.files import sha256_file
 from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
 
@@ -59,11 +59,12 @@ def validate(directory: str | Path) -> Report:
     on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet")}
     unreadable = _unreadable(root, on_disk, report)
     _check_files(root, manifest, on_disk, unreadable, report)
-    configs = _check_card(root, card_meta, on_disk, unreadable, report)
+    configs = _check_card(root, card_meta, on_disk, unreadable, report, manifest.get("counts") if manifest else None)
     prompts = _prompts_for(manifest, report)
     split_of_dialog: dict[int, tuple[str, str]] = {}
     ids_per_split: dict[str, dict[str, set[str]]] = {}
     sft_prompts: dict[tuple[str, str], list] = {}
+    judged_rows: dict[tuple[str, str], list[dict]] = {}  # (config, split) -> rows, for the retained configs
     for config, files in configs.items():
         seen_ids: dict[str, str] = {}
         ids_per_split[config] = {}
@@ -78,6 +79,8 @@ def validate(directory: str | Path) -> Report:
                 report.add(f"{rel}: schema differs from the {config} features:\n  got      {got}\n  expected {want}")
                 continue
             rows = table.to_pylist()
+            if config in RETAINED_OF or config in RETAINED_OF.values():
+                judged_rows[(config, split)] = rows
             dialogs = set()
             ids_per_split[config][split] = set()
             for row in rows:
@@ -94,6 +97,7 @@ def validate(directory: str | Path) -> Report:
                 _check_row(config, row, where, prompts, report, sft_prompts)
             report.summary.append((config, split, len(rows), len(dialogs)))
     _check_same_turns(ids_per_split, report)
+    _check_retained(judged_rows, report)
     if manifest:
         for config, per_split in manifest.get("counts", {}).items():
             for split, n in per_split.items():
@@ -164,8 +168,8 @@ def _check_files(root: Path, manifest: dict, on_disk: set[str], unreadable: set[
         report.add(f"{rel}: not listed in manifest.json")
 
 
-def _check_card(root: Path, meta: dict, on_disk: set[str], unreadable: set[str], report: Report
-                ) -> dict[str, dict[str, str]]:
+def _check_card(root: Path, meta: dict, on_disk: set[str], unreadable: set[str], report: Report,
+                counts: dict | None = None) -> dict[str, dict[str, str]]:
     """Config -> split -> data file, from the card's ``configs``; also checks dataset_info against the files."""
     result: dict[str, dict[str, str]] = {}
     if not meta:
@@ -179,8 +183,11 @@ def _check_card(root: Path, meta: dict, on_disk: set[str], unreadable: set[str],
             continue
         result[name] = {}
         splits = {f.get("split"): f.get("path") for f in entry.get("data_files", [])}
-        if set(splits) != set(CONFIG_SPLITS[name]):
-            report.add(f"README.md: config {name} has splits {sorted(splits)}, expected {list(CONFIG_SPLITS[name])}")
+        # a split with no rows is not listed (load_dataset cannot open an empty split); the manifest counts it 0
+        empty = {s for s, n in (counts or {}).get(name, {}).items() if n == 0}
+        if not set(splits) <= set(CONFIG_SPLITS[name]) or set(CONFIG_SPLITS[name]) - set(splits) - empty:
+            report.add(f"README.md: config {name} has splits {sorted(splits)}, expected {list(CONFIG_SPLITS[name])}"
+                       + (f" less the empty ones ({', '.join(sorted(empty))})" if empty else ""))
         for split, pattern in splits.items():
             hits = sorted(p for p in on_disk if fnmatch(p, pattern))
             if not hits:
@@ -225,7 +232,7 @@ def _prompts_for(manifest: dict, report: Report) -> Prompts | None:
 def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, report: Report,
                sft_prompts: dict[tuple[str, str], list]) -> None:
     task = TASK_OF[config]
-    pair = config in PAIR_CONFIGS
+    pair = config in PAIR_CONFIGS or config in RETAINED_OF
     turn_id = f"{row['dialog_id']}-{row['turn_index']}"
     if not (re.fullmatch(re.escape(turn_id) + r"-s\d+", row["id"]) if pair else row["id"] == turn_id):
         report.row("id is not <dialog_id>-<turn_index>" + ("-s<k>" if pair else ""), where)
@@ -340,6 +347,24 @@ def _check_judge_status(config: str, row: dict, where: str, report: Report) -> N
         report.row("response-level pair with judge_status not_applicable", where)
     if (row["judge"] is not None) != (status == JUDGED):
         report.row("judge is set exactly when judge_status is 'judged'", f"{where} ({status!r})")
+
+
+def _check_retained(rows: dict[tuple[str, str], list[dict]], report: Report) -> None:
+    """A retained config holds exactly the judge-retained rows of its parent config, in the same order."""
+    keys = {(retained, split) for (config, split) in rows for retained, parent in RETAINED_OF.items()
+            if config in (retained, parent)}
+    for config, split in sorted(keys):  # a split with no rows has no file: it counts as empty
+        parent = RETAINED_OF[config]
+        got = rows.get((config, split), [])
+        expected = [r for r in rows.get((parent, split), []) if is_retained(r)]
+        if got == expected:
+            continue
+        got_ids, want_ids = [r["id"] for r in got], [r["id"] for r in expected]
+        extra = [i for i in got_ids if i not in set(want_ids)]
+        missing = [i for i in want_ids if i not in set(got_ids)]
+        detail = (f"not retained there: {', '.join(extra[:MAX_PER_KIND]) or '-'}; retained but missing: "
+                  f"{', '.join(missing[:MAX_PER_KIND]) or '-'}") if extra or missing else "rows or order differ"
+        report.add(f"{config}/{split} is not the retained rows of {parent}/{split} ({detail})")
 
 
 def _check_same_turns(ids: dict[str, dict[str, set[str]]], report: Report) -> None:

@@ -65,3 +65,21 @@ def test_validate_names_a_row_that_was_not_retained(fake_pairs_build, tmp_path):
     lines = validate(ds).lines()
     assert any(line.startswith("response_pairs_retained/train is not the retained rows of response_pairs/train")
                and intruder["id"] in line and dropped["id"] in line for line in lines), lines
+
+
+def test_empty_splits_are_neither_written_nor_listed(fake_llm, tmp_path):
+    """load_dataset cannot open a split without rows: a judge that retains nothing gives retained configs that are
+    counted 0 in the manifest and left out of the card, and the build stays valid and loadable."""
+    from datasets import load_dataset
+
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(app, [*fake_build_args(fake_llm["url"], "--judge-max-tokens", "5", "--limit", "1"),
+                                      "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["response_pairs_retained"] == {"train": 0, "validation": 0}
+    assert not (out / "data" / "response_pairs_retained").exists()
+    names = [c["config_name"] for c in read_card_metadata((out / "README.md").read_text())["configs"]]
+    assert "response_pairs_retained" not in names and "response_pairs" in names
+    assert validate(out).ok, validate(out).lines()
+    assert len(load_dataset(str(out), split="train")) == m["counts"]["response_pairs"]["train"]

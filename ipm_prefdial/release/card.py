@@ -38,15 +38,17 @@ def metadata(manifest: dict) -> dict:
     """The card's YAML header, derived from the manifest only."""
     configs, infos = [], []
     counts = manifest["counts"]
-    default = default_config(counts)
-    for config in (c for c in FEATURES if c in counts):
+    listed = {c: [s for s in CONFIG_SPLITS[c] if counts[c].get(s)] for c in FEATURES if c in counts}
+    listed = {c: splits for c, splits in listed.items() if splits}  # a config with no rows at all is not listed
+    default = default_config(listed)
+    for config, splits in listed.items():
         entry = {"config_name": config,
                  "data_files": [{"split": s, "path": data_file(config, s).replace("-00000-of-00001", "-*")}
-                                for s in CONFIG_SPLITS[config]]}
+                                for s in splits]}
         if config == default:
             entry["default"] = True
         configs.append(entry)
-        files = {s: manifest["files"][data_file(config, s)] for s in CONFIG_SPLITS[config]}
+        files = {s: manifest["files"][data_file(config, s)] for s in splits}
         infos.append({
             "config_name": config,
             "features": FEATURES[config]._to_yaml_list(),

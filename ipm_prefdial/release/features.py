@@ -44,17 +44,25 @@ PAIR_FEATURES = Features({
 
 SFT_CONFIGS = ("strategy_sft", "response_sft", "joint_sft")
 PAIR_CONFIGS = ("strategy_pairs", "response_pairs", "joint_pairs")
+# The judge-retained rows of a judged pair config (the paper's filtered DPO data), same columns; built when the
+# judge ran.
+RETAINED_OF = {"response_pairs_retained": "response_pairs", "joint_pairs_retained": "joint_pairs"}
 CONFIG_SPLITS = {
     **{name: ("train", "validation", "test") for name in SFT_CONFIGS},
-    **{name: ("train", "validation") for name in PAIR_CONFIGS},
+    **{name: ("train", "validation") for name in (*PAIR_CONFIGS, *RETAINED_OF)},
 }
-FEATURES: dict[str, Features] = {
+FEATURES: dict[str, Features] = {  # also the order of the configs on the card
     **{name: SFT_FEATURES for name in SFT_CONFIGS},
-    **{name: PAIR_FEATURES for name in PAIR_CONFIGS},
+    **{name: PAIR_FEATURES for name in (*PAIR_CONFIGS, *RETAINED_OF)},
 }
 # The task (SP, RG, VM) behind each config.
 TASK_OF = {"strategy_sft": "sp", "response_sft": "rg", "joint_sft": "vm",
-           "strategy_pairs": "sp", "response_pairs": "rg", "joint_pairs": "vm"}
+           "strategy_pairs": "sp", "response_pairs": "rg", "joint_pairs": "vm",
+           "response_pairs_retained": "rg", "joint_pairs_retained": "vm"}
+
+
+def is_retained(row: dict) -> bool:
+    return row["judge"] is not None and bool(row["judge"]["retained"])
 
 
 def data_file(config: str, split: str) -> str:

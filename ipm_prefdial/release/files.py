@@ -34,7 +34,10 @@ def write_parquet_atomic(path: Path, rows: list[dict], features: Features) -> pa
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=5000, write_statistics=True)
+        if table.num_rows:
+            pq.write_table(table, tmp, compression="zstd", row_group_size=5000, write_statistics=True)
+        else:  # no row group at all: datasets reads a 0-row row group with batch size 0 and fails
+            pq.ParquetWriter(tmp, table.schema, compression="zstd").close()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
