@@ -3,6 +3,7 @@ the mapping of its verdict back to chosen/rejected (METHOD.md section 3)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -171,3 +172,23 @@ def test_verdict_maps_back_to_chosen_and_rejected(row_id):
 
 def test_both_display_orders_are_exercised():
     assert {rejected_first("response_pairs", r) for r in ["7-3-s0", "7-5-s0", "8-1-s0", "9-9-s1"]} == {True, False}
+
+
+def test_long_explanations_are_cut_never_thrown_away():
+    """The sent schema has no maxLength (servers that ignore it made good verdicts invalid, strict APIs may refuse
+    it); the prompt states the limit and the code cuts a longer explanation."""
+    from ipm_prefdial.engines.base import check_output
+
+    request = judge_request("response_pairs", rg_row("7-3-s0"), TURN, PROMPTS, PolicySampling().sampling("rg"))
+    assert "maxLength" not in request.output.schema_json
+    assert "at most 120 characters" in PROMPTS.judge_system
+    long_why = "The reply talks about the weather and never mentions the job loss, " * 5  # 340 characters
+    text = json.dumps({"reply_1_error": "None", "reply_1_explanation": long_why, "reply_2_error": "Lack Empathy",
+                       "reply_2_explanation": long_why})
+    result = check_output(request, text, "stop")
+    assert result.ok
+    v = verdict("response_pairs", "7-3-s0", result, "judge-model")
+    for why in (v["chosen_explanation"], v["rejected_explanation"]):
+        assert len(why) <= 120 and why.endswith("…")
+        assert why == "The reply talks about the weather and never mentions the job loss, The reply talks about " \
+                      "the weather and never…"
