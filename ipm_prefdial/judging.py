@@ -10,18 +10,20 @@ import hashlib
 
 from ipm_prefdial.convert import Turn, parse_tagged, sp_history_text
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, JsonSchema, Sampling
-from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.prompts import JUDGE_EXPLANATION_CHARS, Prompts
 
 ERROR_TYPES = ("Lack Empathy", "Early Emotion Shift", "Template Response")
 NO_ERROR = "None"
-EXPLANATION_CHARS = 120
+# The explanation limit is stated in the prompt and applied here (``clip``), not sent as ``maxLength``: servers
+# that ignore it made good verdicts fail the schema check, and strict APIs may refuse the keyword.
+EXPLANATION_CHARS = JUDGE_EXPLANATION_CHARS
 VERDICT_SCHEMA = {
     "type": "object",
     "properties": {
         "reply_1_error": {"enum": [NO_ERROR, *ERROR_TYPES]},
-        "reply_1_explanation": {"type": "string", "maxLength": EXPLANATION_CHARS},
+        "reply_1_explanation": {"type": "string"},
         "reply_2_error": {"enum": [NO_ERROR, *ERROR_TYPES]},
-        "reply_2_explanation": {"type": "string", "maxLength": EXPLANATION_CHARS},
+        "reply_2_explanation": {"type": "string"},
     },
     "required": ["reply_1_error", "reply_1_explanation", "reply_2_error", "reply_2_explanation"],
     "additionalProperties": False,
@@ -50,8 +52,21 @@ def judge_request(config: str, row: dict, turn: Turn, prompts: Prompts, sampling
     first, second = (rejected, chosen) if rejected_first(config, row["id"]) else (chosen, rejected)
     messages = [{"role": "system", "content": prompts.judge_system},
                 {"role": "user", "content": prompts.judge_user(history, last_seeker, first, second)}]
-    return ChatRequest.chat(messages, sampling=sampling, output=JsonSchema.of(VERDICT_SCHEMA, "verdict"),
+    return ChatRequest.chat(messages, sampling=sampling, output=JsonSchema.of(VERDICT_SCHEMA, "verdict", EXPLANATION_CHARS),
                             group=f"judge:{config}:{turn.dialog_id}")
+
+
+def clip(text: str, limit: int = EXPLANATION_CHARS) -> str:
+    """An explanation of at most ``limit`` characters: whitespace collapsed, a longer one cut at a word and marked
+    with an ellipsis (a verdict is never thrown away for its length)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def judge_status(result: ChatResult) -> str:
@@ -66,8 +81,8 @@ def verdict(config: str, row_id: str, result: ChatResult, model: str) -> dict | 
     if judge_status(result) != JUDGED:
         return None
     v = result.parsed
-    one = (v["reply_1_error"], v["reply_1_explanation"].strip())
-    two = (v["reply_2_error"], v["reply_2_explanation"].strip())
+    one = (v["reply_1_error"], clip(v["reply_1_explanation"]))
+    two = (v["reply_2_error"], clip(v["reply_2_explanation"]))
     (rej_err, rej_why), (cho_err, cho_why) = (one, two) if rejected_first(config, row_id) else (two, one)
     chosen_error = None if cho_err == NO_ERROR else cho_err
     rejected_error = None if rej_err == NO_ERROR else rej_err

@@ -13,6 +13,8 @@ import jinja2
 # What separates the last user message of an RG prompt (the seeker's words, the inserted "Hi" or the " " filler)
 # from the strategy instruction after it: a blank line, always (METHOD.md section 2).
 RG_SEPARATOR = "\n\n"
+# The longest judge explanation kept (the judge prompt states it; ``judging.clip`` applies it).
+JUDGE_EXPLANATION_CHARS = 120
 TEMPLATES = ("sp_system.j2", "rg_system.j2", "vm_system.j2", "rg_instruction.j2", "judge_system.j2", "judge_user.j2")
 
 
@@ -64,7 +66,7 @@ class Prompts:
 
     @cached_property
     def judge_system(self) -> str:
-        return self._render("judge_system.j2")
+        return self._render("judge_system.j2", explanation_chars=str(JUDGE_EXPLANATION_CHARS))
 
     def judge_user(self, history: str, last_seeker: str, reply_1: str, reply_2: str) -> str:
         return self._render("judge_user.j2", history=history, last_seeker=last_seeker, reply_1=reply_1,

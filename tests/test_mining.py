@@ -181,6 +181,12 @@ def test_long_explanations_are_cut_never_thrown_away():
 
     request = judge_request("response_pairs", rg_row("7-3-s0"), TURN, PROMPTS, PolicySampling().sampling("rg"))
     assert "maxLength" not in request.output.schema_json
+    from ipm_prefdial.engines.openai_http import OpenAIEngine
+
+    for mode in ("json_schema", "vllm", "grammar", "none"):  # what goes to a server we do not control
+        assert "maxLength" not in json.dumps(OpenAIEngine("http://x/v1", "m", structured=mode).body(request))
+    # the embedded engine's llguidance grammar enforces the bound exactly, so there it is part of decoding
+    assert '"maxLength": 120' in OpenAIEngine("http://x/v1", "m", structured="llguidance").body(request)["grammar"]
     assert "at most 120 characters" in PROMPTS.judge_system
     long_why = "The reply talks about the weather and never mentions the job loss, " * 5  # 340 characters
     text = json.dumps({"reply_1_error": "None", "reply_1_explanation": long_why, "reply_2_error": "Lack Empathy",

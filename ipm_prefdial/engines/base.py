@@ -33,21 +33,41 @@ class Choice:
 
 @dataclass(frozen=True)
 class JsonSchema:
-    """The answer must be a JSON document valid against ``schema``."""
+    """The answer must be a JSON document valid against ``schema``.
+
+    ``string_chars`` is a soft bound on every string in the answer: never sent as ``maxLength`` to a server (some
+    ignore it, then the answer fails the check; strict APIs may refuse it), stated in the prompt and applied by
+    the caller, and enforced while decoding only by an engine known to do it exactly (the embedded llama.cpp's
+    llguidance grammar), where it stops a small model's rambling before ``max_tokens`` cuts the JSON."""
 
     schema_json: str  # canonical JSON text of the schema (keeps the dataclass hashable)
     name: str = "answer"
+    string_chars: int | None = None
 
     @classmethod
-    def of(cls, schema: dict, name: str = "answer") -> JsonSchema:
-        return cls(json.dumps(schema, sort_keys=True, separators=(",", ":")), name)
+    def of(cls, schema: dict, name: str = "answer", string_chars: int | None = None) -> JsonSchema:
+        return cls(json.dumps(schema, sort_keys=True, separators=(",", ":")), name, string_chars)
 
     @property
     def schema(self) -> dict:
         return json.loads(self.schema_json)
 
+    def bounded_schema(self) -> dict:
+        """The schema with ``maxLength`` on every string property, for an engine that enforces it exactly."""
+        def bound(node):
+            if isinstance(node, dict):
+                node = {k: bound(v) for k, v in node.items()}
+                if node.get("type") == "string" and self.string_chars:
+                    node.setdefault("maxLength", self.string_chars)
+                return node
+            return [bound(v) for v in node] if isinstance(node, list) else node
+        return bound(self.schema)
+
     def spec(self) -> dict:
-        return {"type": "json_schema", "name": self.name, "schema": self.schema}
+        spec = {"type": "json_schema", "name": self.name, "schema": self.schema}
+        if self.string_chars:
+            spec["string_chars"] = self.string_chars
+        return spec
 
 
 Output = Choice | JsonSchema | None

@@ -32,6 +32,8 @@ from ipm_prefdial.engines.base import (
 # xllamacpp server is), a Lark grammar, which is several times faster on a 49k-token vocabulary; vLLM takes its
 # structured_outputs.choice; an API that only knows json_schema gets a one-field object; "none" relies on the
 # prompt and parses the text.
+# llguidance's JSON options: one line, the usual separators, no free whitespace.
+LLGUIDANCE_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 STRUCTURED_MODES = ("auto", "llguidance", "grammar", "vllm", "json_schema", "none")
 
 
@@ -111,7 +113,10 @@ class OpenAIEngine(Engine):
                 body["response_format"] = {"type": "json_schema",
                                            "json_schema": {"name": "choice", "schema": schema, "strict": True}}
         elif isinstance(out, JsonSchema) and self.structured == "llguidance":
-            body["grammar"] = "%llguidance {}\nstart: %json " + json.dumps(out.schema, sort_keys=True)
+            # our own embedded server: llguidance enforces string bounds exactly, so the soft bound is applied
+            # and JSON whitespace is fixed, so a small model cannot pad the document with newlines
+            schema = {**out.bounded_schema(), "x-guidance": LLGUIDANCE_JSON}
+            body["grammar"] = "%llguidance {}\nstart: %json " + json.dumps(schema, sort_keys=True)
         elif isinstance(out, JsonSchema) and self.structured != "none":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": out.name, "schema": out.schema, "strict": True}}
