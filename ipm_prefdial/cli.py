@@ -354,7 +354,7 @@ def engine_check(
     except (ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     wall = max(stats.wall_s, 1e-9)
-    out.print(f"engine {eng.name} ({eng.model}), concurrency {eng.concurrency}, startup {startup:.1f} s")
+    out.print(f"engine {eng.name} ({eng.display_name}), concurrency {eng.concurrency}, startup {startup:.1f} s")
     out.print(f"requests/s: {stats.requests / wall:.2f}")
     out.print(f"output tokens/s: {stats.completion_tokens / wall:.1f}")
     _print_stats(stats)

@@ -120,10 +120,10 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
             for task in TASKS:
                 engine = engines[task]
                 outcomes: Counter = Counter()
-                miner = {"engine": engine.name, "model": engine.model}
+                miner = {"engine": engine.name, "model": engine.display_name}
                 config = PAIR_CONFIG[task]
                 for (split, turn, request), result in zip(jobs[task], results_by[task], strict=True):
-                    row, outcome = make_pair(task, turn, request, result, miner)
+                    row, outcome = make_pair(task, turn, request, result, miner, engine.identity)
                     outcomes[outcome] += 1
                     if row is not None:
                         rows[config][split].append(row)
@@ -180,7 +180,7 @@ async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: 
         retained = failed = 0
         status: Counter = Counter()
         for row, result in zip(targets[config], config_results, strict=True):
-            row["judge"] = verdict(config, row["id"], result, engine.model)
+            row["judge"] = verdict(config, row["id"], result, engine.display_name)
             row["judge_status"] = judge_status(result)
             status[row["judge_status"]] += 1
             if row["judge"] is None:

@@ -179,7 +179,7 @@ def expect(stats: dict, **want) -> None:
 
 
 def keys(requests: list[ChatRequest]) -> list[str]:
-    return [r.key("fake") for r in requests]
+    return [r.key("served:fake") for r in requests]  # an endpoint is named by the model it serves
 
 
 @pytest.fixture

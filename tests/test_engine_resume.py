@@ -137,7 +137,7 @@ def test_resume_after_sigkill_sends_only_what_was_not_committed(proxy, tmp_path)
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     requests = make_requests()
-    keys = [r.key(MODEL) for r in requests]
+    keys = [r.key(f"served:{MODEL}") for r in requests]
     assert len(set(keys)) == N
     cache = RequestCache(cache_path)  # a second connection on the child's file (WAL: concurrent readers)
     log = (tmp_path / "child.log").open("wb")

@@ -20,7 +20,7 @@ GOLD = "It sounds like losing that job really shook you."
 HISTORY = (Message("user", "Hi"), Message("assistant", "Hello, how are you today?", "Question"),
            Message("user", "Not good. I lost my job last week."))
 TURN = Turn(7, 3, "Reflection of feelings", GOLD, HISTORY, "anxiety", "job crisis")
-MINER = {"engine": "local", "model": "gguf:test.gguf:1"}
+MINER = {"engine": "local", "model": "test.gguf@0123456789ab"}
 POLICY = PolicySampling(samples=3)
 
 
@@ -30,7 +30,7 @@ def answer(text: str, parsed=None) -> ChatResult:
 
 def pair(task: str, result: ChatResult, sample: int = 0):
     request = policy_requests(task, TURN, PROMPTS, POLICY)[sample]
-    return make_pair(task, TURN, request, result, MINER)
+    return make_pair(task, TURN, request, result, MINER, "sha256:test")
 
 
 def test_requests_per_turn_samples_seeds_and_groups():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,8 @@ def test_trained_models_serve_as_mining_policies(run):
                                sampling=Sampling(0.0, 1.0, 8), output=Choice(STRATEGIES))
     [result] = run_sync(engine, [request])
     assert result.ok and result.parsed in STRATEGIES
-    assert engine.model.startswith("hf:sft@") and "+dpo@" in engine.model
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}\+adapter:sha256:[0-9a-f]{64}", engine.identity)
+    assert re.fullmatch(r"sp/dpo@[0-9a-f]{12}", engine.display_name)
 
 
 def test_pair_selection_falls_back_and_says_so():

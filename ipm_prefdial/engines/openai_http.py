@@ -91,14 +91,14 @@ class OpenAIEngine(Engine):
             self.structured = "grammar" if "llama" in owned_by else "vllm" if "vllm" in owned_by else "json_schema"
 
     def describe(self) -> dict:
-        return {"engine": self.name, "model": self.model, "base_url": self.base_url, "structured": self.structured}
+        return {**super().describe(), "base_url": self.base_url, "structured": self.structured}
 
     # -- requests ------------------------------------------------------------------------------------
     def body(self, request: ChatRequest) -> dict:
         """The JSON body of one request (no secret in it)."""
         s = request.sampling
         body: dict = {"model": self.model, "messages": request.message_dicts(), "temperature": s.temperature,
-                      "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": request.seed(self.model)}
+                      "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": request.seed(self.identity)}
         out = request.output
         if isinstance(out, Choice) and self.structured != "none":
             if self.structured == "llguidance":

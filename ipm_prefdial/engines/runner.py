@@ -71,7 +71,8 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
         parts = [stats_by.setdefault(label, Stats()) for label in labels]
     last_of: dict[int, float] = {}
     started = time.perf_counter()
-    keys = [r.key(engine.model) for r in requests]
+    identity = engine.identify(cache)  # by content; the cache remembers file digests
+    keys = [r.key(identity) for r in requests]
     results: list[ChatResult | None] = [None] * len(requests)
     answers = cache.answers(keys) if cache else {}
     failed = cache.failures(keys) if cache and not retry_failed else {}
@@ -112,7 +113,7 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
                 parts[i].attempts += result.attempts
                 last_of[id(parts[i])] = time.perf_counter()
             if cache:
-                cache.put(keys[i], engine.model, result)
+                cache.put(keys[i], identity, result)
             if progress and task is not None:
                 progress.advance(task)
     for i, source in duplicates:

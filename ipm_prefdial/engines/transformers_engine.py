@@ -9,25 +9,13 @@ taken (sampled from the label distribution when temperature > 0). JSON answers a
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, check_output, fit_context
-
-
-def checkpoint_id(path: str) -> str:
-    """``name@fingerprint`` of a local checkpoint directory (absolute path, sizes and mtimes of its weight files);
-    a Hub id is returned as it is."""
-    p = Path(path)
-    if not p.exists():
-        return path
-    p = p.resolve()
-    files = sorted(f for f in (p.iterdir() if p.is_dir() else [p]) if f.suffix in (".safetensors", ".bin", ".gguf"))
-    stamp = "|".join([str(p), *(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)])
-    return f"{p.name}@{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
+from ipm_prefdial.engines.identity import model_identity
 
 
 class TransformersEngine(Engine):
@@ -47,10 +35,7 @@ class TransformersEngine(Engine):
         if adapter is None and config.is_file():
             self.adapter = str(Path(model))
             self.path = json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        # The id in cache keys: a local checkpoint is fingerprinted by its weight files, so a retrained model in
-        # the same directory never meets the answers of the previous one.
-        self.model = "hf:" + checkpoint_id(self.path) + (f":{gguf_file}" if gguf_file else "") + (
-            f"+{checkpoint_id(self.adapter)}" if self.adapter else "")
+        self.model = self.path
         self._tok: Any = None
         self._lm: Any = None
 
@@ -89,8 +74,18 @@ class TransformersEngine(Engine):
     async def close(self) -> None:
         self._lm = None
 
+    def _identify(self, memo) -> tuple[str, str]:
+        """The checkpoint by content (weights, configs, tokenizer), and the adapter's on top: a model retrained into
+        the same directory never meets the previous one's answers."""
+        base = str(Path(self.path) / self.gguf_file) if self.gguf_file else self.path
+        identity, name = model_identity(base, memo)
+        if self.adapter:
+            adapter_identity, name = model_identity(self.adapter, memo)
+            identity = f"{identity}+adapter:{adapter_identity}"
+        return identity, name
+
     def describe(self) -> dict:
-        return {"engine": self.name, "model": self.path, "gguf_file": self.gguf_file, "adapter": self.adapter}
+        return {**super().describe(), "adapter": self.adapter is not None}
 
     # -- requests ------------------------------------------------------------------------------------
     async def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
@@ -123,7 +118,7 @@ class TransformersEngine(Engine):
         enc = self._tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
         first = requests[0].sampling
         sample = first.temperature > 0
-        torch.manual_seed(requests[0].seed(self.model))  # one seed per batch: per-row seeds are not possible here
+        torch.manual_seed(requests[0].seed(self.identity))  # one seed per batch: per-row seeds are not possible here
         with torch.no_grad():
             out = self._lm.generate(**enc, do_sample=sample, temperature=first.temperature if sample else None,
                                     top_p=first.top_p if sample else None, top_k=None,
@@ -177,7 +172,7 @@ class TransformersEngine(Engine):
             scores.append(score)
         t = request.sampling.temperature
         if t > 0:
-            generator = torch.Generator().manual_seed(request.seed(self.model))
+            generator = torch.Generator().manual_seed(request.seed(self.identity))
             probs = torch.softmax(torch.tensor(scores) / t, dim=0)
             pick = int(torch.multinomial(probs, 1, generator=generator))
         else:

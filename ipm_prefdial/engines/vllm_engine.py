@@ -48,7 +48,7 @@ class VLLMEngine(Engine):
 
     def __init__(self, model: str, *, lora: str | None = None, max_model_len: int = 8192, dtype: str = "bfloat16",
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, **llm_kwargs: Any):
-        self.model = model if lora is None else f"{model}+lora:{lora}"
+        self.model = model
         self.base_model = model
         self.lora = lora
         self.llm_kwargs = {"max_model_len": max_model_len, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
@@ -75,15 +75,21 @@ class VLLMEngine(Engine):
     async def close(self) -> None:
         self._llm = None
 
+    def _identify(self, memo) -> tuple[str, str]:
+        identity, name = model_identity(self.base_model, memo)
+        if self.lora:
+            lora_identity, name = model_identity(self.lora, memo)
+            identity = f"{identity}+lora:{lora_identity}"
+        return identity, name
+
     def describe(self) -> dict:
-        return {"engine": self.name, "model": self.base_model, "lora": self.lora,
-                "max_model_len": self.llm_kwargs["max_model_len"]}
+        return {**super().describe(), "lora": self.lora is not None, "max_model_len": self.llm_kwargs["max_model_len"]}
 
     async def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
         if not requests:
             return
         await self.start()
-        specs = [request_spec(r, self.model) for r in requests]
+        specs = [request_spec(r, self.identity) for r in requests]
         lora_request = None
         if self.lora:
             from vllm.lora.request import LoRARequest

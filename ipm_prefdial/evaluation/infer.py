@@ -129,7 +129,7 @@ async def _infer(cfg: InferConfig, progress) -> dict:
                                         **options)
             await engines[spec].start()
         engine = engines[spec]
-        models[task] = f"{engine.name}:{engine.model}"
+        models[task] = f"{engine.name}:{engine.display_name}"
         stats = Stats()
         results = await run_requests(engine, requests, cache=cache, progress=progress,
                                      description=f"{cfg.system} {task.upper()}", stats=stats)

@@ -68,5 +68,5 @@ async def _judge(predictions, engine_name, model, base_url, cache_dir, concurren
         scores = [int(r.parsed) for r in results[d :: len(keys)] if r.ok and r.parsed in SCORES]
         unparsed[key] = len(predictions) - len(scores)
         out[key] = sum(scores) / len(scores) if scores else None
-    return {"scores": out, "unparsed": unparsed, "judge": f"{engine.name}:{engine.model}",
+    return {"scores": out, "unparsed": unparsed, "judge": f"{engine.name}:{engine.display_name}",
             "accounting": stats.as_dict()}
