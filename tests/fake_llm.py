@@ -84,10 +84,11 @@ def answer(body: dict) -> tuple[str, str, int, int]:
 class FakeLLM:
     """The server on 127.0.0.1 in a background thread: ``with FakeLLM(log) as url: ...``."""
 
-    def __init__(self, log: str | Path | None = None, latency: float = 0.0):
+    def __init__(self, log: str | Path | None = None, latency: float = 0.0, keep_bodies: bool = False):
         self.log_path = Path(log) if log else None
         self.latency = latency
         self.answered = 0
+        self.bodies: list[dict] | None = [] if keep_bodies else None  # every answered request, parsed
         self._lock = threading.Lock()
         self._log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None  # noqa: SIM115
         fake = self
@@ -145,6 +146,8 @@ class FakeLLM:
                            "t": time.time()})
         with self._lock:
             self.answered += 1
+            if self.bodies is not None:
+                self.bodies.append(body)
             if self._log:
                 self._log.write(line + "\n")
                 self._log.flush()
