@@ -63,6 +63,9 @@ def build(
     rg_model: str | None = typer.Option(None, help="RG policy."),
     vm_model: str | None = typer.Option(None, help="VM (joint) policy."),
     concurrency: int | None = typer.Option(None, help="Requests in flight per engine."),
+    context_tokens: int | None = typer.Option(None, help="Prompt + answer budget per request (default: the "
+                                                         "engine's; local 4096 per slot). Longer prompts lose their "
+                                                         "oldest history."),
     samples: int | None = typer.Option(None, help="Policy samples per turn (default 1, as the paper)."),
     temperature: float | None = typer.Option(None, help="Policy temperature (default 0.7)."),
     top_p: float | None = typer.Option(None, help="Policy top_p (default 0.95)."),
@@ -92,7 +95,7 @@ def build(
                                limit=limit, out=out_dir, dataset_version=dataset_version, on_invalid=on_invalid,
                                cache_dir=cache_dir, prompts_dir=prompts_dir, engine=engine, base_url=base_url,
                                model=model, sp_model=sp_model, rg_model=rg_model, vm_model=vm_model,
-                               concurrency=concurrency, samples=samples, temperature=temperature, top_p=top_p,
+                               concurrency=concurrency, context_tokens=context_tokens, samples=samples, temperature=temperature, top_p=top_p,
                                sp_max_tokens=sp_max_tokens, rg_max_tokens=rg_max_tokens, vm_max_tokens=vm_max_tokens,
                                judge_max_tokens=judge_max_tokens,
                                judge_engine=judge_engine, judge_base_url=judge_base_url, judge_model=judge_model,

@@ -53,6 +53,9 @@ class BuildConfig:
     """Joint-model policy."""
     concurrency: int | None = None
     """Requests in flight per engine (local: slots; transformers: batch size)."""
+    context_tokens: int | None = None
+    """Prompt + answer budget per request (local: the slot context, 4096; vllm: max_model_len, 8192; openai:
+    none). A prompt over it loses its oldest history; the request is keyed and seeded as sent."""
     samples: int = 1
     """Policy samples per turn (the paper: 1)."""
     temperature: float = 0.7

@@ -71,13 +71,16 @@ def prompt_sha256(messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(messages, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, miner: dict, identity: str
-              ) -> tuple[dict | None, str]:
+def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, miner: dict, identity: str,
+              sent: ChatRequest | None = None) -> tuple[dict | None, str]:
     """(row, outcome). outcome is "pair", or why there is no pair: "failed:<kind>", "agree" (SP predicted
     the gold strategy), "empty", "same_as_gold"; VM rows whose strategy cannot be parsed are pairs with
     outcome "pair_unparsed_strategy". A reply that hit max_tokens is cut back to its last complete sentence
     and kept (outcome "pair_trimmed"); one with no complete sentence is a failure. ``miner`` is the engine and the
-    readable model name for the row; ``identity`` the model identity the request's seed was derived from."""
+    readable model name for the row; ``identity`` the model identity the request's seed was derived from; ``sent``
+    the request as sent (fitted to the engine's context budget; default: ``request``), whose seed and sha256 the
+    row records, while its ``prompt`` stays the full gold history."""
+    sent = sent or request
     trimmed = False
     if not result.ok:
         if not (result.error_kind == "truncated" and task != "sp" and trim_to_sentence(result.text or "")):
@@ -119,7 +122,7 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
         "rejected": [{"role": "assistant", "content": rejected}],
         "rejected_strategy": rejected_strategy,
         "miner": {**miner, "temperature": request.sampling.temperature, "top_p": request.sampling.top_p,
-                  "seed": request.seed(identity), "prompt_sha256": prompt_sha256(messages)},
+                  "seed": sent.seed(identity), "prompt_sha256": prompt_sha256(sent.message_dicts())},
         "judge": None,
         # strategy pairs are never judged; the others stay "skipped" unless the judge runs (pipeline._judge)
         "judge_status": NOT_APPLICABLE if task == "sp" else SKIPPED,

@@ -85,7 +85,8 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
     for role, (name, model, base_url) in specs.items():
         key = (name, model, base_url)
         if key not in instances:
-            instances[key] = make_engine(name, model=model, base_url=base_url, concurrency=cfg.concurrency)
+            instances[key] = make_engine(name, model=model, base_url=base_url, concurrency=cfg.concurrency,
+                                         context_tokens=cfg.context_tokens)
         engines[role] = instances[key]
     cache = None if cfg.no_cache else RequestCache.in_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
     policy = policy_sampling(cfg)
@@ -123,7 +124,8 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
                 miner = {"engine": engine.name, "model": engine.display_name}
                 config = PAIR_CONFIG[task]
                 for (split, turn, request), result in zip(jobs[task], results_by[task], strict=True):
-                    row, outcome = make_pair(task, turn, request, result, miner, engine.identity)
+                    sent = engine.fit(request)[0]  # what the policy was asked: its seed and sha256 go in the row
+                    row, outcome = make_pair(task, turn, request, result, miner, engine.identity, sent)
                     outcomes[outcome] += 1
                     if row is not None:
                         rows[config][split].append(row)

@@ -18,30 +18,34 @@ ENGINES = ("local", "openai", "vllm", "transformers")
 
 
 def make_engine(name: str, *, model: str | None = None, base_url: str | None = None, concurrency: int | None = None,
-                **options) -> Engine:
-    """An engine by name; heavy imports happen here or at ``start``, never at package import."""
+                context_tokens: int | None = None, **options) -> Engine:
+    """An engine by name; heavy imports happen here or at ``start``, never at package import. ``context_tokens``
+    is the prompt + answer budget (each engine has its own default)."""
     if name == "local":
         from ipm_prefdial.engines.local import LocalEngine
 
-        return LocalEngine(model, **({"slots": concurrency} if concurrency else {}), **options)
+        return LocalEngine(model, **({"slots": concurrency} if concurrency else {}),
+                           **({"slot_context": context_tokens} if context_tokens else {}), **options)
     if name == "openai":
         if not base_url:
             raise ValueError("--engine openai needs --base-url (e.g. http://localhost:8000/v1)")
         from ipm_prefdial.engines.openai_http import OpenAIEngine
 
-        return OpenAIEngine(base_url, model, **({"concurrency": concurrency} if concurrency else {}), **options)
+        return OpenAIEngine(base_url, model, **({"concurrency": concurrency} if concurrency else {}),
+                            context_tokens=context_tokens, **options)
     if name == "vllm":
         if not model:
             raise ValueError("--engine vllm needs --model (a Hub id or a local checkpoint)")
         from ipm_prefdial.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model, **options)
+        return VLLMEngine(model, **({"max_model_len": context_tokens} if context_tokens else {}), **options)
     if name == "transformers":
         if not model:
             raise ValueError("--engine transformers needs --model (a local checkpoint or Hub id)")
         from ipm_prefdial.engines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(model, **({"batch_size": concurrency} if concurrency else {}), **options)
+        return TransformersEngine(model, **({"batch_size": concurrency} if concurrency else {}),
+                                  **({"context_tokens": context_tokens} if context_tokens else {}), **options)
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
 
 

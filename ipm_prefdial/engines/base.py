@@ -204,6 +204,7 @@ class Engine(ABC):
     name: str = "engine"
     model: str = ""
     concurrency: int = 1
+    context_tokens: int | None = None  # prompt + answer budget; None: no limit known
     _identity: str | None = None
     _display: str | None = None
 
@@ -233,6 +234,11 @@ class Engine(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release them. Safe to call twice."""
+
+    def fit(self, request: ChatRequest) -> tuple[ChatRequest, int]:
+        """The request as this engine will be sent it (oldest history dropped to fit the context budget), and how
+        many messages (or lines) were dropped. The runner keys, seeds and sends the fitted request."""
+        return fit_context(request, self.context_tokens)
 
     @abstractmethod
     def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:

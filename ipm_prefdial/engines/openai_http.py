@@ -24,7 +24,6 @@ from ipm_prefdial.engines.base import (
     JsonSchema,
     check_output,
     failure,
-    fit_context,
     stream_grouped,
 )
 
@@ -129,8 +128,7 @@ class OpenAIEngine(Engine):
         """One request with retries. Never raises: a final failure is a result with ``error_kind``."""
         if self._client is None:
             await self.start()
-        request, dropped = fit_context(request, self.context_tokens)
-        body = self.body(request)
+        body = self.body(request)  # sent as given: the runner fitted it to the context budget (``Engine.fit``)
         kind, message = "connection", "not sent"
         for attempt in range(1, self.max_attempts + 1):
             started = time.perf_counter()
@@ -154,12 +152,11 @@ class OpenAIEngine(Engine):
                     too_long = "exceed_context_size" in response.text or "context length" in response.text
                     return self._scrub(failure("context" if too_long else "client_error",
                                                f"HTTP {status}: {self._clip(response.text, 300)}", attempts=attempt,
-                                               latency_s=latency, truncated_messages=dropped))
+                                               latency_s=latency))
                 else:
                     parsed = self._parse(request, response, latency)
                     if parsed is not None:
                         parsed.attempts = attempt
-                        parsed.truncated_messages = dropped
                         return parsed
                     kind = "malformed_response"
                     message = f"unreadable response body: {self._clip(response.text, 120)!r}"

@@ -72,7 +72,9 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     last_of: dict[int, float] = {}
     started = time.perf_counter()
     identity = engine.identify(cache)  # by content; the cache remembers file digests
-    keys = [r.key(identity) for r in requests]
+    # Key, seed and what is sent all describe the request as fitted to the engine's context budget.
+    fitted = [engine.fit(r) for r in requests]
+    keys = [r.key(identity) for r, _ in fitted]
     results: list[ChatResult | None] = [None] * len(requests)
     answers = cache.answers(keys) if cache else {}
     failed = cache.failures(keys) if cache and not retry_failed else {}
@@ -105,8 +107,9 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
         if progress else None
     if pending:
         stats.sent += len(pending)
-        async for j, result in engine.stream([requests[i] for i in pending]):
+        async for j, result in engine.stream([fitted[i][0] for i in pending]):
             i = pending[j]
+            result.truncated_messages = fitted[i][1]
             results[i] = result
             stats.attempts += result.attempts
             if labels is not None:
@@ -124,6 +127,7 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     if missing:  # an engine that drops a request is a bug in the engine; say so instead of guessing
         raise RuntimeError(f"engine {engine.name} returned no result for {len(missing)} requests")
     for i, r in enumerate(results):
+        r.truncated_messages = fitted[i][1]  # type: ignore[union-attr]
         stats.count(r)  # type: ignore[arg-type]
         if labels is not None:
             parts[i].count(r)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, check_output, fit_context
+from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, check_output
 from ipm_prefdial.engines.identity import model_identity
 
 
@@ -92,21 +92,17 @@ class TransformersEngine(Engine):
         if not requests:
             return
         await self.start()
-        fitted = [fit_context(r, self.context_tokens) for r in requests]
         prompts = [self._tok.apply_chat_template(r.message_dicts(), tokenize=False, add_generation_prompt=True)
-                   for r, _ in fitted]
+                   for r in requests]
         choice = [i for i, r in enumerate(requests) if isinstance(r.output, Choice)]
         free = sorted((i for i, r in enumerate(requests) if not isinstance(r.output, Choice)),
                       key=lambda i: len(prompts[i]))
         for i in choice:  # one forward pass per label set; small models, few labels
-            result = await asyncio.to_thread(self._choose, requests[i], prompts[i])
-            result.truncated_messages = fitted[i][1]
-            yield i, result
+            yield i, await asyncio.to_thread(self._choose, requests[i], prompts[i])
         for start in range(0, len(free), self.batch_size):
             batch = free[start:start + self.batch_size]
             results = await asyncio.to_thread(self._generate, [requests[i] for i in batch], [prompts[i] for i in batch])
             for i, result in zip(batch, results, strict=True):
-                result.truncated_messages = fitted[i][1]
                 yield i, result
 
     def _generate(self, requests: list[ChatRequest], prompts: list[str]) -> list[ChatResult]:

@@ -50,6 +50,7 @@ class VLLMEngine(Engine):
                  tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, **llm_kwargs: Any):
         self.model = model
         self.base_model = model
+        self.context_tokens = max_model_len  # prompts over it lose their oldest history (Engine.fit)
         self.lora = lora
         self.llm_kwargs = {"max_model_len": max_model_len, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
                            "gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True,
