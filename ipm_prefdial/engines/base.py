@@ -252,7 +252,12 @@ class Engine(ABC):
 async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency: int
                          ) -> AsyncIterator[tuple[int, ChatResult]]:
     """Run ``complete`` (which never raises) over requests with ``concurrency`` workers. A worker takes a whole
-    group and sends its requests in order, so one dialogue's growing prompts meet a warm prefix cache."""
+    group and sends its requests in order, so one dialogue's growing prompts meet a warm prefix cache.
+
+    Backpressure: a worker sends its next request only once the consumer has taken its previous result and come
+    back for another (the runner commits each result before it does), so at any moment at most ``concurrency``
+    results are answered but not committed, and a killed run loses at most the requests in flight, however
+    fast the server answers and however busy the consumer is."""
     groups: dict[object, list[int]] = {}
     for i, request in enumerate(requests):
         groups.setdefault(request.group if request.group is not None else ("#", i), []).append(i)
@@ -260,16 +265,24 @@ async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency:
     # Longest groups first: a long dialogue started last would leave the other slots idle at the end.
     for indices in sorted(groups.values(), key=len, reverse=True):
         todo.put_nowait(indices)
-    done: asyncio.Queue[tuple[int, ChatResult]] = asyncio.Queue()
+    done: asyncio.Queue[tuple[int, ChatResult, asyncio.Future]] = asyncio.Queue()  # one entry per worker at most
+    loop = asyncio.get_running_loop()
 
     async def worker() -> None:
         while not todo.empty():
             for i in todo.get_nowait():
-                await done.put((i, await complete(requests[i])))
+                result = await complete(requests[i])
+                taken: asyncio.Future = loop.create_future()
+                await done.put((i, result, taken))
+                await taken  # released when the consumer comes back after handling this result
 
     workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(groups))))]
+    handed: asyncio.Future | None = None
     try:
         for _ in range(len(requests)):
+            if handed is not None:  # the consumer is back: the previous result is handled (committed)
+                handed.set_result(None)
+                handed = None
             getter = asyncio.create_task(done.get())
             await asyncio.wait([getter, *workers], return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
@@ -278,7 +291,8 @@ async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency:
                     getter.cancel()
                     raise crashed.exception()  # type: ignore[misc]
                 await getter
-            yield getter.result()
+            i, result, handed = getter.result()
+            yield i, result
     finally:
         for w in workers:
             w.cancel()
