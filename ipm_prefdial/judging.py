@@ -52,7 +52,8 @@ def judge_request(config: str, row: dict, turn: Turn, prompts: Prompts, sampling
     first, second = (rejected, chosen) if rejected_first(config, row["id"]) else (chosen, rejected)
     messages = [{"role": "system", "content": prompts.judge_system},
                 {"role": "user", "content": prompts.judge_user(history, last_seeker, first, second)}]
-    return ChatRequest.chat(messages, sampling=sampling, output=JsonSchema.of(VERDICT_SCHEMA, "verdict", EXPLANATION_CHARS),
+    output = JsonSchema.of(VERDICT_SCHEMA, "verdict", EXPLANATION_CHARS)
+    return ChatRequest.chat(messages, sampling=sampling, output=output,
                             group=f"judge:{config}:{turn.dialog_id}")
 
 

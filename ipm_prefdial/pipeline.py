@@ -18,8 +18,8 @@ from ipm_prefdial.engines.base import estimate_tokens
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
 from ipm_prefdial.mining import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair, policy_requests
 from ipm_prefdial.progress import progress_bar
-from ipm_prefdial.release.features import RETAINED_OF, is_retained
 from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.release.features import RETAINED_OF, is_retained
 from ipm_prefdial.sources import Dialogue
 from ipm_prefdial.sources.download import default_cache_dir
 from ipm_prefdial.strategies import STRATEGIES

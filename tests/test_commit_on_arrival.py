@@ -13,9 +13,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from conftest import ESCONV_JSON
 from fake_llm import FakeLLM, read_log
-from ipm_prefdial.engines import ChatRequest, ChatResult, Engine, RequestCache, Sampling, run_sync
+
+from conftest import ESCONV_JSON
+from ipm_prefdial.engines import ChatRequest, ChatResult, Engine, RequestCache, run_sync
 from ipm_prefdial.engines.base import stream_grouped
 
 CONCURRENCY = 8

@@ -8,10 +8,10 @@ import hashlib
 import json
 
 import pyarrow.parquet as pq
+from fake_llm import FakeLLM
 from typer.testing import CliRunner
 
 from conftest import fake_build_args
-from fake_llm import FakeLLM
 from ipm_prefdial.cli import app
 from ipm_prefdial.engines import ChatRequest, RequestCache, Sampling, Stats, run_sync
 from ipm_prefdial.engines.openai_http import OpenAIEngine

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ipm_prefdial.engines.base import ChatResult
@@ -37,16 +38,40 @@ CREATE TABLE IF NOT EXISTS failures (
 CHUNK = 500  # keys per SELECT (SQLite's variable limit is far above this)
 
 
+class CacheError(RuntimeError):
+    """The cache file cannot be used (damaged, locked, unreadable). The message is one line: the file, the reason
+    and what to do."""
+
+
 class RequestCache:
-    """Thread-compatible within one event loop; many processes may share the file (WAL, busy timeout)."""
+    """Thread-compatible within one event loop; many processes may share the file (WAL, busy timeout).
+
+    Any failure to read or write it raises ``CacheError`` before the caller writes anything: every read returns all
+    the rows asked for or raises, so a build never writes parquet files from a half-read cache."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a process kill
-        self._db.executescript(SCHEMA)
+        with self._guard():
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a process kill
+            self._db.executescript(SCHEMA)
+
+    def _damaged(self, reason: str) -> CacheError:
+        return CacheError(f"{self.path}: the request cache is damaged ({reason}); move it away (for example "
+                          f"mv {self.path} {self.path}.damaged) and run again, which asks its requests again, or "
+                          "point --cache-dir at another directory")
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:  # locked, read-only, disk I/O: the file may be fine
+            raise CacheError(f"{self.path}: cannot use the request cache ({exc}); check that no other program holds "
+                             "it and that its directory is writable, or point --cache-dir elsewhere") from None
+        except sqlite3.DatabaseError as exc:  # not a database, malformed pages
+            raise self._damaged(str(exc)) from None
 
     @classmethod
     def in_dir(cls, cache_dir: str | Path) -> RequestCache:
@@ -61,23 +86,36 @@ class RequestCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _select(self, table: str, keys: list[str]) -> Iterator[tuple[str, str]]:
-        for i in range(0, len(keys), CHUNK):
-            part = keys[i : i + CHUNK]
-            marks = ",".join("?" * len(part))
-            yield from self._db.execute(f"SELECT key, result FROM {table} WHERE key IN ({marks})", part)
+    def _select(self, table: str, keys: Iterable[str]) -> dict[str, ChatResult]:
+        """Every stored result of ``keys``, all read and decoded, or CacheError."""
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, ChatResult] = {}
+        with self._guard():
+            for i in range(0, len(keys), CHUNK):
+                part = keys[i : i + CHUNK]
+                marks = ",".join("?" * len(part))
+                for key, text in self._db.execute(f"SELECT key, result FROM {table} WHERE key IN ({marks})", part):
+                    try:
+                        out[key] = ChatResult.from_json(text)
+                    except (ValueError, TypeError) as exc:
+                        raise self._damaged(f"{table} row {key[:12]}... does not read: {exc}") from None
+        return out
 
     def answers(self, keys: Iterable[str]) -> dict[str, ChatResult]:
-        return {k: ChatResult.from_json(v) for k, v in self._select("answers", list(dict.fromkeys(keys)))}
+        return self._select("answers", keys)
 
     def failures(self, keys: Iterable[str]) -> dict[str, ChatResult]:
-        return {k: ChatResult.from_json(v) for k, v in self._select("failures", list(dict.fromkeys(keys)))}
+        return self._select("failures", keys)
 
     def put(self, key: str, model: str, result: ChatResult) -> None:
         """Commit one result now, in one transaction (WAL, synchronous=NORMAL: no fsync per commit, so this costs
         tens of microseconds). An answer replaces an earlier failure of the same request."""
         now = time.time()
         data = result.to_json()
+        with self._guard():
+            self._commit(key, model, result, data, now)
+
+    def _commit(self, key: str, model: str, result: ChatResult, data: str, now: float) -> None:
         self._db.execute("BEGIN")
         try:
             if result.ok:
@@ -96,13 +134,17 @@ class RequestCache:
 
     # -- model files' digests (engines.identity): remembered by real path and stat --------------------------
     def remembered_sha256(self, path: str, stamp: str) -> str | None:
-        row = self._db.execute("SELECT sha256 FROM file_hashes WHERE path = ? AND stamp = ?", (path, stamp)).fetchone()
+        with self._guard():
+            row = self._db.execute("SELECT sha256 FROM file_hashes WHERE path = ? AND stamp = ?",
+                                   (path, stamp)).fetchone()
         return row[0] if row else None
 
     def remember_sha256(self, path: str, stamp: str, sha256: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?)", (path, stamp, sha256))
+        with self._guard():
+            self._db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?)", (path, stamp, sha256))
 
     def counts(self) -> dict[str, int]:
-        (answers,) = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()
-        (failures,) = self._db.execute("SELECT COUNT(*) FROM failures").fetchone()
+        with self._guard():
+            (answers,) = self._db.execute("SELECT COUNT(*) FROM answers").fetchone()
+            (failures,) = self._db.execute("SELECT COUNT(*) FROM failures").fetchone()
         return {"answers": answers, "failures": failures}

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, JsonSchema, check_output
+from ipm_prefdial.engines.identity import model_identity
 
 
 def request_spec(request: ChatRequest, model: str) -> dict[str, Any]:
