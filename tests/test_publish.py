@@ -39,6 +39,7 @@ class FakeHub:
 
         self.uploaded = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
                                and any(fnmatch(p.relative_to(root).as_posix(), pat) for pat in kw["allow_patterns"]))
+        self.files = {rel: (root / rel).read_bytes() for rel in self.uploaded}  # what reached the Hub
         return SimpleNamespace(oid="c0ffee" * 6 + "beef")
 
     def create_tag(self, repo_id, **kw):
@@ -63,12 +64,26 @@ def test_publish_call_sequence(build_copy):
     assert create[1] == ("org/ipm-prefdial",)
     assert create[2] == {"repo_type": "dataset", "private": True, "exist_ok": True}
     assert upload[2]["repo_id"] == "org/ipm-prefdial" and upload[2]["repo_type"] == "dataset"
-    assert upload[2]["folder_path"] == str(build_copy) and upload[2]["allow_patterns"] == UPLOADED
+    assert upload[2]["allow_patterns"] == UPLOADED and upload[2]["delete_patterns"] == ["data/**"]
     assert tag[2] == {"repo_type": "dataset", "tag": f"v{version}", "revision": "c0ffee" * 6 + "beef",
                       "tag_message": f"IPM-PrefDial {version}"}
     assert "README.md" in hub.uploaded and "manifest.json" in hub.uploaded and "notes.txt" not in hub.uploaded
     assert sum(p.startswith("data/") for p in hub.uploaded) == len(list((build_copy / "data").rglob("*.parquet")))
     assert done.tag == f"v{version}" and done.url.endswith("org/ipm-prefdial")
+    for rel, data in hub.files.items():  # the build's own bytes, but for the card
+        if rel != "README.md":
+            assert data == (build_copy / rel).read_bytes(), rel
+
+
+def test_the_published_card_names_the_repo(build_copy):
+    hub = FakeHub()
+    publish(build_copy, "org/ipm-prefdial", api=hub)
+    card = hub.files["README.md"].decode()
+    assert 'load_dataset("org/ipm-prefdial", "strategy_sft")' in card
+    assert 'load_dataset("ds"' not in card and 'load_dataset("ipm_prefdial"' not in card
+    local = (build_copy / "README.md").read_text()
+    assert 'load_dataset("ds", "strategy_sft")' in local  # the local card is left as the build wrote it
+    assert card.split("\n---\n", 1)[0] == local.split("\n---\n", 1)[0]  # same YAML header
 
 
 def test_an_existing_version_is_never_replaced(build_copy):
