@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
             "skipped_invalid": source.skipped,
         },
         "prompts": prompts.hashes(),
+        "rg_instruction": prompts.rg_rule.template,  # how RG prompts end; validate and infer read it from here
         "build_config": _public_config(cfg),
         "models": mined.models if mined else {},
         "sampling": mined.sampling if mined else {},
@@ -134,9 +136,21 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     return BuildResult(out, manifest, time.perf_counter() - started)
 
 
+# Options that may hold a local path: a build records only the last part (a file or folder name), since a build
+# is published and must not carry the building machine's directories; sources and models are identified by
+# their sha256 elsewhere in the manifest.
+PATH_OPTIONS = ("source_path", "out", "cache_dir", "prompts_dir", "model", "sp_model", "rg_model", "vm_model",
+                "judge_model")
+
+
 def _public_config(cfg: BuildConfig) -> dict:
-    """The config as recorded: paths relative as given, nothing secret (none of these options are)."""
-    return cfg.as_dict()
+    """The config as recorded: local paths as names, nothing secret (none of these options are)."""
+    recorded = cfg.as_dict()
+    for option in PATH_OPTIONS:
+        value = recorded.get(option)
+        if isinstance(value, str) and (os.path.isabs(value) or os.path.exists(value)):
+            recorded[option] = Path(value).name
+    return recorded
 
 
 def _remove_stale(out: Path, keep: dict[str, dict]) -> None:

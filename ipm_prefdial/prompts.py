@@ -32,6 +32,24 @@ def sha256_text(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class RgInstruction:
+    """What follows the last user message of an RG prompt: the separator and the instruction, ``{strategy}``
+    standing for the strategy. A build records this text in its manifest, so the rows can be checked and
+    re-instructed (``ipm validate``, ``ipm infer``) without the template files."""
+
+    template: str
+
+    def suffix(self, strategy: str) -> str:
+        return self.template.replace("{strategy}", strategy)
+
+    def parse(self, user_content: str) -> str | None:
+        """The strategy named at the end of ``user_content``, or None."""
+        head, _, tail = self.template.partition("{strategy}")
+        match = re.search(re.escape(head) + r"(.+?)" + re.escape(tail) + r"\Z", user_content, re.S)
+        return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
 class Prompts:
     """Rendered prompts of one build. Construct once; rendering per turn is a string format."""
 
@@ -89,16 +107,17 @@ class Prompts:
         head, tail = self._instruction_parts
         return f"{head}{strategy}{tail}"
 
+    @cached_property
+    def rg_rule(self) -> RgInstruction:
+        return RgInstruction(RG_SEPARATOR + self.rg_instruction("{strategy}"))
+
     def rg_suffix(self, strategy: str) -> str:
         """What is appended to the last user message of an RG prompt: the separator, then the instruction."""
-        return RG_SEPARATOR + self.rg_instruction(strategy)
+        return self.rg_rule.suffix(strategy)
 
     def parse_rg_instruction(self, user_content: str) -> str | None:
         """The strategy named by the instruction at the end of ``user_content`` (after the separator), or None."""
-        head, tail = self._instruction_parts
-        pattern = re.escape(RG_SEPARATOR + head) + r"(.+?)" + re.escape(tail) + r"\Z"
-        match = re.search(pattern, user_content, re.S)
-        return match.group(1) if match else None
+        return self.rg_rule.parse(user_content)
 
     def hashes(self) -> dict[str, str]:
         """sha256 of every rendered prompt (the instruction with a placeholder strategy)."""
@@ -106,7 +125,7 @@ class Prompts:
             "sp_system": sha256_text(self.sp_system),
             "rg_system": sha256_text(self.rg_system),
             "vm_system": sha256_text(self.vm_system),
-            "rg_instruction": sha256_text(self.rg_suffix("{strategy}")),
+            "rg_instruction": sha256_text(self.rg_rule.template),
             "judge_system": sha256_text(self.judge_system),
             "judge_user": sha256_text(self.judge_user("{history}", "{last_seeker}", "{reply_1}", "{reply_2}")),
         }

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED, NOT_APPLICABLE, STATUS_PATTERN
 from ipm_prefdial.mining import is_copy, normalise
-from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.prompts import Prompts, RgInstruction, sha256_text
 from ipm_prefdial.release.card import read_card_metadata
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, RETAINED_OF, TASK_OF, is_retained
 from ipm_prefdial.release.files import sha256_file
@@ -60,7 +60,7 @@ def validate(directory: str | Path) -> Report:
     unreadable = _unreadable(root, on_disk, report)
     _check_files(root, manifest, on_disk, unreadable, report)
     configs = _check_card(root, card_meta, on_disk, unreadable, report, manifest.get("counts") if manifest else None)
-    prompts = _prompts_for(manifest, report)
+    prompts = _rg_rule(manifest, report)
     split_of_dialog: dict[int, tuple[str, str]] = {}
     ids_per_split: dict[str, dict[str, set[str]]] = {}
     sft_prompts: dict[tuple[str, str], list] = {}
@@ -215,21 +215,20 @@ def _check_card(root: Path, meta: dict, on_disk: set[str], unreadable: set[str],
     return result
 
 
-def _prompts_for(manifest: dict, report: Report) -> Prompts | None:
-    """The prompts the build used, when they can be found (to check the RG instruction)."""
-    prompts_dir = (manifest.get("build_config") or {}).get("prompts_dir") if manifest else None
-    try:
-        prompts = Prompts(Path(prompts_dir)) if prompts_dir else Prompts()
-        if manifest and prompts.hashes().get("rg_instruction") != manifest.get("prompts", {}).get("rg_instruction"):
-            report.add("manifest.json: the RG instruction template differs from the one available here; "
-                       "the strategy named in RG prompts was not checked")
-            return None
-        return prompts
-    except FileNotFoundError:
+def _rg_rule(manifest: dict, report: Report) -> RgInstruction | None:
+    """How the build's RG prompts end: from its manifest; for builds that predate that record, the bundled
+    templates when their hash matches."""
+    if manifest.get("rg_instruction"):
+        return RgInstruction(manifest["rg_instruction"])
+    rule = Prompts().rg_rule
+    if manifest and sha256_text(rule.template) != manifest.get("prompts", {}).get("rg_instruction"):
+        report.add("manifest.json: no rg_instruction, and the bundled RG instruction template differs from the "
+                   "build's; the strategy named in RG prompts was not checked")
         return None
+    return rule
 
 
-def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, report: Report,
+def _check_row(config: str, row: dict, where: str, prompts: RgInstruction | None, report: Report,
                sft_prompts: dict[tuple[str, str], list]) -> None:
     task = TASK_OF[config]
     pair = config in PAIR_CONFIGS or config in RETAINED_OF
@@ -256,7 +255,7 @@ def _check_row(config: str, row: dict, where: str, prompts: Prompts | None, repo
                 report.row("VM history message without a known [strategy] tag", where)
                 break
     if task == "rg" and prompts is not None and chat:
-        named = prompts.parse_rg_instruction(chat[-1]["content"])
+        named = prompts.parse(chat[-1]["content"])
         if named != row["strategy"]:
             report.row("RG prompt does not name the row's strategy after the history", f"{where} ({named!r})")
     if not pair:

@@ -76,13 +76,13 @@ def test_publish_call_sequence(build_copy):
 
 
 def test_the_published_card_names_the_repo(build_copy):
+    local = (build_copy / "README.md").read_text()
+    assert 'load_dataset("ipm_prefdial", "strategy_sft")' in local  # the build directory's name
     hub = FakeHub()
     publish(build_copy, "org/ipm-prefdial", api=hub)
     card = hub.files["README.md"].decode()
-    assert 'load_dataset("org/ipm-prefdial", "strategy_sft")' in card
-    assert 'load_dataset("ds"' not in card and 'load_dataset("ipm_prefdial"' not in card
-    local = (build_copy / "README.md").read_text()
-    assert 'load_dataset("ds", "strategy_sft")' in local  # the local card is left as the build wrote it
+    assert 'load_dataset("org/ipm-prefdial", "strategy_sft")' in card and 'load_dataset("ipm_prefdial"' not in card
+    assert (build_copy / "README.md").read_text() == local  # the local card is left as the build wrote it
     assert card.split("\n---\n", 1)[0] == local.split("\n---\n", 1)[0]  # same YAML header
 
 

@@ -152,7 +152,7 @@ def test_hub_layout_dialog_ids_invert_the_seeded_shuffle(esconv_hub, esconv_raw)
 def test_esconv_path_env_var_is_used_when_no_path_is_given(monkeypatch, esconv):
     monkeypatch.setenv("IPM_ESCONV_PATH", str(HUB_DIR))
     loaded = load_source("esconv")
-    assert loaded.info["path"] == str(HUB_DIR)
+    assert loaded.info["file"] == HUB_DIR.name  # a name, never a local path (it goes into the manifest)
     assert loaded.info["layout"] == "hub-split"
     assert "download" not in loaded.info
     assert loaded.dialogues == esconv.dialogues
@@ -453,10 +453,11 @@ def test_skip_drops_bad_dialogues_and_records_them(tmp_path):
     assert [d.dialog_id for d in loaded.dialogues] == [0, 2, 5]
     assert [d.utterances[0].text for d in loaded.dialogues] == ["hello 0", "hello 2", "hello 5"]
     assert [s["dialog_id"] for s in loaded.skipped] == [1, 3, 4]
-    assert loaded.skipped[0]["problems"] == [f"{path}: dialogue 1: missing field 'dialog'"]
+    # recorded in the manifest: the file by its name
+    assert loaded.skipped[0]["problems"] == ["mixed.json: dialogue 1: missing field 'dialog'"]
     assert loaded.skipped[1]["problems"] == [
-        f"{path}: dialogue 3: field 'dialog[1].annotation.strategy': unknown strategy 'Empathy'"]
-    assert loaded.skipped[2]["problems"] == [f"{path}: dialogue 4: field 'dialog[1].content': empty utterance"]
+        "mixed.json: dialogue 3: field 'dialog[1].annotation.strategy': unknown strategy 'Empathy'"]
+    assert loaded.skipped[2]["problems"] == ["mixed.json: dialogue 4: field 'dialog[1].content': empty utterance"]
 
 
 def test_skip_also_drops_non_utf8_dialogues(tmp_path):
@@ -466,7 +467,7 @@ def test_skip_also_drops_non_utf8_dialogues(tmp_path):
     loaded = load_source("json", path, on_invalid="skip")
     assert [d.dialog_id for d in loaded.dialogues] == [0]
     assert loaded.skipped == [{"dialog_id": 1, "problems": [
-        f"{path}: dialogue 1: field 'dialog[0].content': not valid UTF-8 (byte 0xff)"]}]
+        "latin.jsonl: dialogue 1: field 'dialog[0].content': not valid UTF-8 (byte 0xff)"]}]
 
 
 def test_skip_does_not_hide_malformed_json(tmp_path):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.engines import ChatRequest, Engine, RequestCache, Sampling, Stats, make_engine, run_requests
 from ipm_prefdial.engines.base import Choice
-from ipm_prefdial.prompts import Prompts
+from ipm_prefdial.prompts import Prompts, RgInstruction
 from ipm_prefdial.sources.download import default_cache_dir
 from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
 
@@ -65,25 +65,25 @@ def load_test_rows(data: str | Path, config: str, limit: int | None = None) -> l
     return rows[:limit] if limit else rows
 
 
-def build_prompts(data: str | Path) -> Prompts:
-    """The prompt templates the build used (its manifest names a custom directory if there was one)."""
+def build_rg_rule(data: str | Path) -> RgInstruction:
+    """How the build's RG prompts end, as its manifest records it (the bundled templates for older builds)."""
     manifest_path = Path(data) / "manifest.json"
-    prompts_dir = None
     if manifest_path.is_file():
-        prompts_dir = (json.loads(manifest_path.read_text(encoding="utf-8")).get("build_config") or {}).get(
-            "prompts_dir")
-    return Prompts(Path(prompts_dir)) if prompts_dir else Prompts()
+        text = json.loads(manifest_path.read_text(encoding="utf-8")).get("rg_instruction")
+        if text:
+            return RgInstruction(text)
+    return Prompts().rg_rule
 
 
-def with_strategy(prompt: list[dict], gold: str, strategy: str | None, prompts: Prompts, where: str) -> list[dict]:
+def with_strategy(prompt: list[dict], gold: str, strategy: str | None, rule: RgInstruction, where: str) -> list[dict]:
     """An RG prompt whose instruction names ``strategy`` instead of the gold one (none: no instruction)."""
     last = prompt[-1]["content"]
-    instruction = prompts.rg_suffix(gold)
+    instruction = rule.suffix(gold)
     if not last.endswith(instruction):
         raise InferError(f"{where}: the RG prompt does not end with the instruction for {gold!r}; was the build "
                          f"made with other prompts?")
     head = last[: len(last) - len(instruction)]
-    content = head + prompts.rg_suffix(strategy) if strategy else head
+    content = head + rule.suffix(strategy) if strategy else head
     return [*prompt[:-1], {"role": "user", "content": content}]
 
 
@@ -108,7 +108,7 @@ def infer(cfg: InferConfig, progress=None) -> dict:
 
 
 async def _infer(cfg: InferConfig, progress) -> dict:
-    prompts = build_prompts(cfg.data)
+    rule = build_rg_rule(cfg.data)
     tasks = TASKS_OF[cfg.system]
     rows = {task: load_test_rows(cfg.data, CONFIG_OF[task], cfg.limit) for task in tasks}
     ids = [r["id"] for r in rows[tasks[0]]]
@@ -162,7 +162,7 @@ async def _infer(cfg: InferConfig, progress) -> dict:
             else:
                 chosen = [r["strategy"] for r in base]
                 raw = list(chosen)
-            rg_requests = [ChatRequest.chat(with_strategy(r["prompt"], r["strategy"], s, prompts, f"response_sft "
+            rg_requests = [ChatRequest.chat(with_strategy(r["prompt"], r["strategy"], s, rule, f"response_sft "
                                                           f"test id {r['id']}"),
                                             sampling=greedy(cfg.rg_max_tokens), group=f"rg:{r['dialog_id']}")
                            for r, s in zip(base, chosen, strict=True)]

@@ -7,12 +7,16 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, data_file
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, data_file
 from ipm_prefdial.strategies import STRATEGIES
 
 # What load_dataset(<build>) opens without a config name: response-level pairs where the build has them (the
 # decoupled signal), else the response-level SFT data.
 DEFAULT_CONFIGS = ("response_pairs", "response_sft")
+
+
+# The card's source_datasets: ESConv (and FailedESConv, released with it) is thu-coai/esconv on the Hub.
+SOURCE_DATASETS = {"esconv": ["thu-coai/esconv"], "failed-esconv": ["thu-coai/esconv"]}
 
 
 def default_config(configs) -> str | None:
@@ -57,12 +61,18 @@ def metadata(manifest: dict) -> dict:
             "dataset_size": sum(f["arrow_bytes"] for f in files.values()),
         })
     total = sum(n for per in counts.values() for n in per.values())
+    tags = ["emotional-support", "esconv", "dialogue", "sft"]
+    if manifest["stage"] == "all":
+        tags += ["preference", "dpo"]
+    if any(n for c in PAIR_CONFIGS for n in counts.get(c, {}).values()):
+        tags.append("synthetic")  # a model wrote the rejected sides
     return {
         "license": "cc-by-nc-4.0",
         "language": ["en"],
         "pretty_name": "IPM-PrefDial",
         "task_categories": ["text-generation"],
-        "tags": ["emotional-support", "esconv", "dialogue", "preference", "dpo", "sft", "synthetic"],
+        "source_datasets": SOURCE_DATASETS.get(manifest["source"]["source"], ["original"]),
+        "tags": tags,
         "size_categories": [size_category(total)],
         "version": manifest["version"],
         "configs": configs,

@@ -55,7 +55,7 @@ def load_source(source: str, path: str | os.PathLike | None = None, *, on_invali
     if not p.is_file():
         raise SourceError(f"{p}: no such file")
     text = read_text(p)
-    info.update(path=str(p), layout="json", sha256=_sha256(p))
+    info.update(file=p.name, layout="json", sha256=_sha256(p))  # a name and a digest, never a local path
     records = [(p, i, i, rec) for i, rec in iter_records(text, p)]
     dialogues, skipped = _parse_all(records, on_invalid)
     return LoadedSource(dialogues, info, None, skipped)
@@ -65,7 +65,7 @@ def _load_hub_layout(directory: Path, info: dict, on_invalid: str) -> LoadedSour
     per_file = {name: list(iter_records(read_text(directory / name), directory / name)) for name in HUB_FILES}
     sizes = {name: len(v) for name, v in per_file.items()}
     n = sum(sizes.values())
-    info.update(path=str(directory), layout="hub-split",
+    info.update(file=directory.name, layout="hub-split",
                 sha256={name: _sha256(directory / name) for name in HUB_FILES})
     if sizes["valid.txt"] == HUB_VALID and sizes["test.txt"] == HUB_TEST:
         # Invert the seeded shuffle so that dialog_id is the index in the original ESConv order.
@@ -98,8 +98,9 @@ def _parse_all(records: list[tuple[Path, int, int, object]], on_invalid: str) ->
                                   problems=problems)
         if dialogue is not None:
             dialogues.append(dialogue)
-        elif on_invalid == "skip":
-            skipped.append({"dialog_id": dialog_id, "problems": problems[before:]})
+        elif on_invalid == "skip":  # recorded in the manifest: the file by name, not by path
+            skipped.append({"dialog_id": dialog_id,
+                            "problems": [p.replace(str(path), path.name) for p in problems[before:]]})
     if problems and on_invalid != "skip":
         if unknown:
             problems.insert(0, unknown_labels_message(unknown))
