@@ -36,6 +36,37 @@ class MiningOutput:
     judge_status: dict = field(default_factory=dict)  # config -> judge_status -> rows
 
 
+@dataclass
+class Estimate:
+    """Says once, after a build's first answers, how many requests are left and how long they will take at the
+    rate measured so far (a bare ``ipm build`` on a laptop mines for more than a day: the user should know)."""
+
+    console: Console
+    judge_max: int  # judge requests still to come: at most one per RG and VM answer
+    said: bool = False
+
+    def hook(self, later: int):
+        """The ``on_first`` callback of a batch; ``later`` counts the policy requests of the batches after it."""
+        if self.said:
+            return None
+
+        def report(answered: int, seconds: float, left: int) -> None:
+            self.said = True
+            rate = answered / max(seconds, 1e-6)
+            total = left + later + self.judge_max
+            self.console.print(f"after {answered} answers: {total:,} requests left ({left + later:,} policy, up to "
+                               f"{self.judge_max:,} judge), about {duration(total / rate)} more at {rate:.2f} "
+                               "requests/s", highlight=False, soft_wrap=True)
+        return report
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def policy_sampling(cfg: BuildConfig) -> PolicySampling:
     return PolicySampling(cfg.samples, cfg.temperature, cfg.top_p,
                           (("sp", cfg.sp_max_tokens), ("rg", cfg.rg_max_tokens), ("vm", cfg.vm_max_tokens)))
@@ -104,16 +135,19 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
             results_by: dict[str, list] = {}
             # The tasks that share an engine run as one batch: every slot busy, each dialogue of each task on
             # its own stream in turn order. Different engines (e.g. --sp-model) run one after the other.
-            for engine in instances.values():
-                tasks = [task for task in TASKS if engines[task] is engine]
+            batches = [[task for task in TASKS if engines[task] is engine] for engine in instances.values()]
+            estimate = Estimate(console, judge_max=0 if cfg.no_judge else len(jobs["rg"]) + len(jobs["vm"]))
+            for k, (engine, tasks) in enumerate(zip(instances.values(), batches, strict=True)):
                 if not tasks:
                     continue
                 await engine.start()
                 batch = [(task, r) for task in tasks for _, _, r in jobs[task]]
+                later = sum(len(jobs[task]) for rest in batches[k + 1:] for task in rest)
                 results = await run_requests(engine, [r for _, r in batch], cache=cache,
                                              retry_failed=cfg.retry_failed, progress=progress,
                                              description="mining " + "+".join(t.upper() for t in tasks),
-                                             labels=[task for task, _ in batch], stats_by=stats_by)
+                                             labels=[task for task, _ in batch], stats_by=stats_by,
+                                             on_first=estimate.hook(later))
                 offset = 0
                 for task in tasks:
                     results_by[task] = results[offset: offset + len(jobs[task])]
@@ -141,7 +175,7 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
                                                  "rate": round(outcomes["agree"] / answered, 4) if answered else None}
             if "judge" in engines:
                 judge_report = await _judge(engines["judge"], rows, turn_of, prompts, cfg, cache, progress,
-                                            by_strategy)
+                                            by_strategy, estimate)
     finally:
         for engine in instances.values():
             await engine.close()
@@ -162,7 +196,7 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
 
 
 async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: Prompts, cfg: BuildConfig,
-                 cache: RequestCache | None, progress, by_strategy: dict[str, Counter]) -> dict:
+                 cache: RequestCache | None, progress, by_strategy: dict[str, Counter], estimate: Estimate) -> dict:
     await engine.start()
     sampling = Sampling(cfg.judge_temperature, 1.0, cfg.judge_max_tokens)
     report: dict[str, dict] = {}
@@ -170,8 +204,10 @@ async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: 
     batch = [(config, row) for config in JUDGED_CONFIGS for row in targets[config]]
     requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for config, row in batch]
     stats_by: dict[str, Stats] = {}
+    estimate.judge_max = 0  # the judge's own requests are counted now
     results = await run_requests(engine, requests, cache=cache, retry_failed=cfg.retry_failed, progress=progress,
-                                 description="judging", labels=[config for config, _ in batch], stats_by=stats_by)
+                                 description="judging", labels=[config for config, _ in batch], stats_by=stats_by,
+                                 on_first=estimate.hook(0))
     offset = 0
     for config in JUDGED_CONFIGS:
         config_results = results[offset: offset + len(targets[config])]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rich.progress import Progress
 
 from ipm_prefdial.engines.base import TRANSIENT, ChatRequest, ChatResult, Engine
 from ipm_prefdial.engines.cache import RequestCache
+
+
+FIRST_ANSWERS = 16  # new answers after which a run can estimate its rate
 
 
 @dataclass
@@ -57,13 +60,17 @@ class Stats:
 async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache: RequestCache | None = None,
                        retry_failed: bool = False, progress: Progress | None = None, description: str = "requests",
                        stats: Stats | None = None, labels: Sequence[str] | None = None,
-                       stats_by: dict[str, Stats] | None = None) -> list[ChatResult]:
+                       stats_by: dict[str, Stats] | None = None,
+                       on_first: Callable[[int, float, int], None] | None = None) -> list[ChatResult]:
     """One result per request, in order. Cached answers are not re-sent; every new result is committed as it
     arrives, so a killed run loses nothing that was answered.
 
     ``labels`` (one per request) with ``stats_by`` splits the accounting, e.g. per task when the SP, RG and VM
     requests of a build share one engine and run as one batch (all slots busy, each dialogue on its stream);
-    a label's ``wall_s`` is the time until its last result."""
+    a label's ``wall_s`` is the time until its last result.
+
+    ``on_first(answered, seconds, left)`` is called once, after the first ``FIRST_ANSWERS`` new answers (or all of
+    them, when fewer are sent), with the time they took from the first send: what an estimate is made from."""
     stats = stats if stats is not None else Stats()
     parts: list[Stats] = [stats] * len(requests)
     if labels is not None:
@@ -107,7 +114,11 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
         if progress else None
     if pending:
         stats.sent += len(pending)
+        first_at, fresh, report_at = time.perf_counter(), 0, min(FIRST_ANSWERS, len(pending))
         async for j, result in engine.stream([fitted[i][0] for i in pending]):
+            fresh += 1
+            if on_first is not None and fresh == report_at:
+                on_first(fresh, time.perf_counter() - first_at, len(pending) - fresh)
             i = pending[j]
             result.truncated_messages = fitted[i][1]
             results[i] = result
