@@ -127,24 +127,43 @@ def build(
             pairs = sum(info["pairs"].values())
             trimmed = sum(v for k, v in info["outcomes"].items() if k.endswith("_trimmed"))
             lost = sum(v for k, v in info["outcomes"].items() if k.startswith("failed:"))
-            parts.append(f"{task.upper()}: {acc['requests']} requests ({acc['cache_hits']} cached, "
-                         f"{acc['sent']} sent), {pairs} pairs ({trimmed} trimmed at max_tokens), {lost} failed")
+            parts.append(f"{task.upper()}: {_accounting(acc)}, {pairs} pairs ({trimmed} trimmed at max_tokens), "
+                         f"{lost} failed")
         out.print("mining " + "; ".join(parts))
     for config, info in (m.get("judge") or {}).items():
-        out.print(f"judge {config}: {info['retained']} of {info['judged']} retained ({info['judge_failures']} "
-                  f"judge failures)")
+        out.print(f"judge {config}: {_accounting(info['accounting'])}, {info['retained']} of {info['judged']} "
+                  f"retained ({info['judge_failures']} judge failures)")
+
+
+DRY_RUN_COLUMNS = (("requests", "requests"), ("cached", "cached"), ("send", "to send"),
+                   ("prompt_tokens", "prompt tokens to send (est.)"),
+                   ("completion_tokens_max", "completion tokens (max)"))
 
 
 def _print_dry_run(estimate: dict) -> None:
     table = Table(title="dry run: nothing sent, nothing written", title_justify="left")
-    for col in ("task", "requests", "prompt tokens (est.)", "completion tokens (max)"):
-        table.add_column(col, justify="left" if col == "task" else "right")
+    table.add_column("task", no_wrap=True, min_width=max((len(t) for t in estimate), default=5))
+    for _, title in DRY_RUN_COLUMNS:
+        table.add_column(title, justify="right")
     for task, e in estimate.items():
-        table.add_row(task, f"{e['requests']:,}", f"{e['prompt_tokens']:,}", f"{e['completion_tokens_max']:,}")
+        table.add_row(task, *(f"{e[k]:,}" for k, _ in DRY_RUN_COLUMNS))
     if estimate:
-        table.add_row("total", *(f"{sum(e[k] for e in estimate.values()):,}"
-                                 for k in ("requests", "prompt_tokens", "completion_tokens_max")))
+        table.add_row("total", *(f"{sum(e[k] for e in estimate.values()):,}" for k, _ in DRY_RUN_COLUMNS))
     out.print(table)
+    if any(task.startswith("judge:") for task in estimate):
+        out.print("Judge requests are known for the pairs whose policy answers are cached; for the answers still to "
+                  "come, at most one each is counted.", soft_wrap=True)
+
+
+def _accounting(acc: dict) -> str:
+    """Where every request of a run went: requests = cached + failures replayed + sent + repeats."""
+    parts = [f"{acc['cache_hits']} cached"]
+    if acc.get("replayed_failures"):
+        parts.append(f"{acc['replayed_failures']} failures replayed")
+    parts.append(f"{acc['sent']} sent")
+    if acc.get("merged"):
+        parts.append(f"{acc['merged']} repeats of another request")
+    return f"{acc['requests']} requests ({', '.join(parts)})"
 
 
 @app.command()
@@ -221,10 +240,11 @@ def infer(
     except (InferError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     models = ", ".join(f"{k.upper()} {v}" for k, v in summary["models"].items())
-    out.print(f"{summary['rows']} predictions ({summary['failed']} with an engine error) -> {summary['out']}; {models}")
+    out.print(f"{summary['rows']} predictions ({summary['trimmed']} trimmed at max_tokens to their last sentence, "
+              f"{summary['failed']} without a reply) -> {summary['out']}; {models}")
     for task, acc in summary["accounting"].items():
-        out.print(f"{task.upper()}: {acc['requests']} requests, {acc['cache_hits']} cached, {acc['sent']} sent, "
-                  f"{acc['completion_tokens']} completion tokens, {acc['wall_s']:.1f} s")
+        out.print(f"{task.upper()}: {_accounting(acc)}, {acc['completion_tokens']} completion tokens, "
+                  f"{acc['wall_s']:.1f} s")
 
 
 @app.command("eval")

@@ -15,6 +15,7 @@ from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.convert import Turn, sp_history_text, turns
 from ipm_prefdial.engines import Engine, RequestCache, Sampling, Stats, make_engine, run_requests
 from ipm_prefdial.engines.base import estimate_tokens
+from ipm_prefdial.engines.runner import plan_requests
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
 from ipm_prefdial.mining import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair, policy_requests
 from ipm_prefdial.progress import progress_bar
@@ -85,23 +86,85 @@ def mined_turns(per_split: dict[str, list[Dialogue]]) -> dict[str, list[Turn]]:
     return {split: [t for d in per_split[split] for t in turns(d)] for split in MINED_SPLITS}
 
 
+def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engine]]:
+    """The engines of a build, one per distinct (engine, model, endpoint), and which role uses which."""
+    instances: dict[tuple, Engine] = {}
+    engines: dict[str, Engine] = {}
+    for role, (name, model, base_url) in engine_specs(cfg).items():
+        key = (name, model, base_url)
+        if key not in instances:
+            instances[key] = make_engine(name, model=model, base_url=base_url, concurrency=cfg.concurrency,
+                                         context_tokens=cfg.context_tokens)
+        engines[role] = instances[key]
+    return instances, engines
+
+
+def open_cache(cfg: BuildConfig) -> RequestCache | None:
+    return None if cfg.no_cache else RequestCache.in_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+
+
 def dry_run_estimate(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig) -> dict:
-    """Requests and an upper estimate of tokens per task, without an engine."""
+    return asyncio.run(_dry_run(per_split, prompts, cfg))
+
+
+async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig) -> dict:
+    """Per task: requests, how many the cache answers, how many would be sent, and token estimates of those,
+    without loading a model or sending a request (an endpoint with no --model is asked its model id). Judge
+    requests are known for the pairs whose policy answers are cached; the rest is bounded by one per answer."""
+    instances, engines = make_engines(cfg)
+    cache = open_cache(cfg)
     policy = policy_sampling(cfg)
-    all_turns = [t for ts in mined_turns(per_split).values() for t in ts]
+    all_turns = mined_turns(per_split)
+    jobs = {task: [(t, r) for split in MINED_SPLITS for t in all_turns[split]
+                   for r in policy_requests(task, t, prompts, policy)] for task in TASKS}
     table: dict[str, dict] = {}
-    for task in TASKS:
-        requests = [r for t in all_turns for r in policy_requests(task, t, prompts, policy)]
-        table[task] = {"requests": len(requests), "prompt_tokens": sum(estimate_tokens(r.messages) for r in requests),
-                       "completion_tokens_max": sum(r.sampling.max_tokens for r in requests)}
-    if not cfg.no_judge:
-        fixed = estimate_tokens((("system", prompts.judge_system),)) + 2 * cfg.rg_max_tokens
-        per_turn = sum(fixed + estimate_tokens((("user", sp_history_text(t.history)),)) for t in all_turns)
-        for config, task in (("response_pairs", "rg"), ("joint_pairs", "vm")):
-            n = table[task]["requests"]  # at most one judge request per mined pair
-            table[f"judge:{config}"] = {"requests": n, "prompt_tokens": per_turn * policy.samples,
-                                        "completion_tokens_max": n * cfg.judge_max_tokens}
+    try:
+        for engine in instances.values():
+            if not engine.model:  # an endpoint without --model: GET /models names it (nothing is loaded)
+                await engine.start()
+        rows: dict[str, list[dict]] = {PAIR_CONFIG[task]: [] for task in TASKS}
+        turn_of: dict[str, Turn] = {}
+        unanswered: dict[str, list[Turn]] = {}  # turns whose policy answer is still to come
+        for task in TASKS:
+            engine = engines[task]
+            plan = plan_requests(engine, [r for _, r in jobs[task]], cache, cfg.retry_failed)
+            table[task] = _plan_row(plan, jobs[task])
+            miner = {"engine": engine.name, "model": engine.display_name}
+            unanswered[task] = [jobs[task][i][0] for i in (*plan.pending, *plan.merged)]
+            for (turn, request), result, (sent, _) in zip(jobs[task], plan.results, plan.fitted, strict=True):
+                if result is not None:
+                    row, _ = make_pair(task, turn, request, result, miner, plan.identity, sent)
+                    if row is not None:
+                        rows[PAIR_CONFIG[task]].append(row)
+                        turn_of[row["id"]] = turn
+        if "judge" in engines:
+            sampling = Sampling(cfg.judge_temperature, 1.0, cfg.judge_max_tokens)
+            fixed = estimate_tokens((("system", prompts.judge_system),)) + 2 * cfg.rg_max_tokens
+            for config, task in (("response_pairs", "rg"), ("joint_pairs", "vm")):
+                requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for row in rows[config]]
+                plan = plan_requests(engines["judge"], requests, cache, cfg.retry_failed)
+                entry = _plan_row(plan, [(None, r) for r in requests])
+                later = unanswered[task]
+                entry["requests"] += len(later)  # at most one judge request per policy answer still to come
+                entry["send"] += len(later)
+                entry["prompt_tokens"] += sum(fixed + estimate_tokens((("user", sp_history_text(t.history)),))
+                                              for t in later)
+                entry["completion_tokens_max"] += len(later) * cfg.judge_max_tokens
+                table[f"judge:{config}"] = entry
+    finally:
+        for engine in instances.values():
+            await engine.close()
+        if cache is not None:
+            cache.close()
     return table
+
+
+def _plan_row(plan, jobs: list) -> dict:
+    """A dry-run row: what the batch holds, what the cache answers, what would be sent and its tokens."""
+    sent = [plan.fitted[i][0] for i in plan.pending]
+    return {"requests": len(plan.keys), "cached": plan.cached + len(plan.replayed), "send": len(plan.pending),
+            "prompt_tokens": sum(estimate_tokens(r.messages) for r in sent),
+            "completion_tokens_max": sum(r.sampling.max_tokens for r in sent)}
 
 
 def mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig, console: Console) -> MiningOutput:
@@ -110,16 +173,8 @@ def mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfi
 
 async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,
                 console: Console) -> MiningOutput:
-    specs = engine_specs(cfg)
-    instances: dict[tuple, Engine] = {}
-    engines: dict[str, Engine] = {}
-    for role, (name, model, base_url) in specs.items():
-        key = (name, model, base_url)
-        if key not in instances:
-            instances[key] = make_engine(name, model=model, base_url=base_url, concurrency=cfg.concurrency,
-                                         context_tokens=cfg.context_tokens)
-        engines[role] = instances[key]
-    cache = None if cfg.no_cache else RequestCache.in_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+    instances, engines = make_engines(cfg)
+    cache = open_cache(cfg)
     policy = policy_sampling(cfg)
     rows: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in MINED_SPLITS} for c in PAIR_CONFIG.values()}
     turn_of: dict[str, Turn] = {}

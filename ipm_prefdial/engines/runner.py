@@ -13,7 +13,6 @@ from rich.progress import Progress
 from ipm_prefdial.engines.base import TRANSIENT, ChatRequest, ChatResult, Engine
 from ipm_prefdial.engines.cache import RequestCache
 
-
 FIRST_ANSWERS = 16  # new answers after which a run can estimate its rate
 
 
@@ -30,6 +29,7 @@ class Stats:
     completion_tokens: int = 0
     failures: Counter = field(default_factory=Counter)  # kind -> count (final failures of this run)
     replayed_failures: int = 0  # failures recorded earlier and not re-sent (--retry-failed re-sends them)
+    merged: int = 0  # requests that repeat another one of the same batch: sent once, answered for both
     truncated_prompts: int = 0  # prompts that lost history messages to fit the context budget
     wall_s: float = 0.0
 
@@ -43,7 +43,7 @@ class Stats:
 
     def add(self, other: Stats) -> None:
         for name in ("requests", "cache_hits", "sent", "attempts", "prompt_tokens", "cached_prompt_tokens",
-                     "completion_tokens", "replayed_failures", "truncated_prompts", "wall_s"):
+                     "completion_tokens", "replayed_failures", "merged", "truncated_prompts", "wall_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.update(other.failures)
 
@@ -52,9 +52,54 @@ class Stats:
             "requests": self.requests, "cache_hits": self.cache_hits, "sent": self.sent, "attempts": self.attempts,
             "prompt_tokens": self.prompt_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
             "completion_tokens": self.completion_tokens, "failures": dict(sorted(self.failures.items())),
-            "replayed_failures": self.replayed_failures, "truncated_prompts": self.truncated_prompts,
+            "replayed_failures": self.replayed_failures, "merged": self.merged,
+            "truncated_prompts": self.truncated_prompts,
             "wall_s": round(self.wall_s, 3),
         }
+
+
+@dataclass
+class Plan:
+    """What a batch needs before anything is sent: each request fitted to the engine's context budget and keyed
+    by the model's identity, the results the cache already holds, and the requests still to send (a request
+    that repeats an earlier one of the batch is sent once: ``merged`` maps it to that one)."""
+
+    identity: str
+    fitted: list[tuple[ChatRequest, int]]
+    keys: list[str]
+    results: list[ChatResult | None]
+    replayed: set[int]
+    pending: list[int]
+    merged: dict[int, int]
+
+    @property
+    def cached(self) -> int:
+        return sum(r is not None for r in self.results) - len(self.replayed)
+
+
+def plan_requests(engine: Engine, requests: Sequence[ChatRequest], cache: RequestCache | None = None,
+                  retry_failed: bool = False) -> Plan:
+    """Look a batch up in the cache without sending anything (``run_requests`` and ``--dry-run`` share it)."""
+    identity = engine.identify(cache)  # by content; the cache remembers file digests
+    # Key, seed and what is sent all describe the request as fitted to the engine's context budget.
+    fitted = [engine.fit(r) for r in requests]
+    keys = [r.key(identity) for r, _ in fitted]
+    answers = cache.answers(keys) if cache else {}
+    failed = cache.failures(keys) if cache and not retry_failed else {}
+    plan = Plan(identity, fitted, keys, [None] * len(requests), set(), [], {})
+    first_of: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in answers:
+            plan.results[i] = answers[key]
+        elif key in failed and failed[key].error_kind not in TRANSIENT:  # a property of the answer: replayed
+            plan.results[i] = failed[key]
+            plan.replayed.add(i)
+        elif key in first_of:
+            plan.merged[i] = first_of[key]
+        else:
+            first_of[key] = i
+            plan.pending.append(i)
+    return plan
 
 
 async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache: RequestCache | None = None,
@@ -72,65 +117,44 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     ``on_first(answered, seconds, left)`` is called once, after the first ``FIRST_ANSWERS`` new answers (or all of
     them, when fewer are sent), with the time they took from the first send: what an estimate is made from."""
     stats = stats if stats is not None else Stats()
-    parts: list[Stats] = [stats] * len(requests)
     if labels is not None:
         assert stats_by is not None and len(labels) == len(requests)
-        parts = [stats_by.setdefault(label, Stats()) for label in labels]
-    last_of: dict[int, float] = {}
+    books = [[stats] + ([stats_by.setdefault(label, Stats())] if labels is not None else [])  # type: ignore[union-attr]
+             for label in (labels if labels is not None else [None] * len(requests))]
     started = time.perf_counter()
-    identity = engine.identify(cache)  # by content; the cache remembers file digests
-    # Key, seed and what is sent all describe the request as fitted to the engine's context budget.
-    fitted = [engine.fit(r) for r in requests]
-    keys = [r.key(identity) for r, _ in fitted]
-    results: list[ChatResult | None] = [None] * len(requests)
-    answers = cache.answers(keys) if cache else {}
-    failed = cache.failures(keys) if cache and not retry_failed else {}
-    pending: list[int] = []
-    first_of: dict[str, int] = {}
-    duplicates: list[tuple[int, int]] = []  # identical requests in one batch are sent once
-    for i, key in enumerate(keys):
-        if key in answers:
-            results[i] = answers[key]
-            stats.cache_hits += 1
-            if labels is not None:
-                parts[i].cache_hits += 1
-        elif key in failed and failed[key].error_kind not in TRANSIENT:
-            results[i] = failed[key]
-            stats.replayed_failures += 1
-            if labels is not None:
-                parts[i].replayed_failures += 1
-        elif key in first_of:
-            duplicates.append((i, first_of[key]))
-        else:
-            first_of[key] = i
-            pending.append(i)
-    stats.requests += len(requests)
-    if labels is not None:
-        for i in range(len(requests)):
-            parts[i].requests += 1
-        for i in pending:
-            parts[i].sent += 1
-    task = progress.add_task(description, total=len(requests), completed=len(requests) - len(pending)) \
+    last_of: dict[int, float] = {}
+    plan = plan_requests(engine, requests, cache, retry_failed)
+    results = plan.results
+    for i in range(len(requests)):
+        for book in books[i]:
+            book.requests += 1
+            if i in plan.replayed:
+                book.replayed_failures += 1
+            elif results[i] is not None:
+                book.cache_hits += 1
+            elif i in plan.merged:
+                book.merged += 1
+            else:
+                book.sent += 1
+    task = progress.add_task(description, total=len(requests), completed=len(requests) - len(plan.pending)) \
         if progress else None
-    if pending:
-        stats.sent += len(pending)
-        first_at, fresh, report_at = time.perf_counter(), 0, min(FIRST_ANSWERS, len(pending))
-        async for j, result in engine.stream([fitted[i][0] for i in pending]):
+    if plan.pending:
+        first_at, fresh, report_at = time.perf_counter(), 0, min(FIRST_ANSWERS, len(plan.pending))
+        async for j, result in engine.stream([plan.fitted[i][0] for i in plan.pending]):
             fresh += 1
             if on_first is not None and fresh == report_at:
-                on_first(fresh, time.perf_counter() - first_at, len(pending) - fresh)
-            i = pending[j]
-            result.truncated_messages = fitted[i][1]
+                on_first(fresh, time.perf_counter() - first_at, len(plan.pending) - fresh)
+            i = plan.pending[j]
+            result.truncated_messages = plan.fitted[i][1]
             results[i] = result
-            stats.attempts += result.attempts
-            if labels is not None:
-                parts[i].attempts += result.attempts
-                last_of[id(parts[i])] = time.perf_counter()
+            for book in books[i]:
+                book.attempts += result.attempts
+                last_of[id(book)] = time.perf_counter()
             if cache:
-                cache.put(keys[i], identity, result)
+                cache.put(plan.keys[i], plan.identity, result)
             if progress and task is not None:
                 progress.advance(task)
-    for i, source in duplicates:
+    for i, source in plan.merged.items():
         results[i] = results[source]
         if progress and task is not None:
             progress.advance(task)
@@ -138,13 +162,13 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     if missing:  # an engine that drops a request is a bug in the engine; say so instead of guessing
         raise RuntimeError(f"engine {engine.name} returned no result for {len(missing)} requests")
     for i, r in enumerate(results):
-        r.truncated_messages = fitted[i][1]  # type: ignore[union-attr]
-        stats.count(r)  # type: ignore[arg-type]
-        if labels is not None:
-            parts[i].count(r)  # type: ignore[arg-type]
-    stats.wall_s += time.perf_counter() - started
+        r.truncated_messages = plan.fitted[i][1]  # type: ignore[union-attr]
+        for book in books[i]:
+            book.count(r)  # type: ignore[arg-type]
+    now = time.perf_counter()
+    stats.wall_s += now - started
     if labels is not None:
-        for part in {id(p): p for p in parts}.values():
+        for part in {id(b[1]): b[1] for b in books}.values():
             part.wall_s += last_of.get(id(part), started) - started
     return results  # type: ignore[return-value]
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.engines import ChatRequest, Engine, RequestCache, Sampling, Stats, make_engine, run_requests
 from ipm_prefdial.engines.base import Choice
+from ipm_prefdial.mining import trim_to_sentence
 from ipm_prefdial.prompts import Prompts, RgInstruction
 from ipm_prefdial.sources.download import default_cache_dir
 from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
@@ -147,8 +148,10 @@ async def _infer(cfg: InferConfig, progress) -> dict:
                         for r in base]
             results = await run("vm", requests)
             for r, res in zip(base, results, strict=True):
-                label, reply = parse_tagged(_text(res))
-                predictions.append(_prediction(r, label, reply, res, parse_tagged(r["completion"][0]["content"])[1]))
+                text, error = _reply(res)
+                label, reply = parse_tagged(text)
+                predictions.append(_prediction(r, label, reply, res, error,
+                                               parse_tagged(r["completion"][0]["content"])[1]))
         else:
             base = rows["rg"]
             if cfg.system == "decoupled":
@@ -168,8 +171,8 @@ async def _infer(cfg: InferConfig, progress) -> dict:
                            for r, s in zip(base, chosen, strict=True)]
             results = await run("rg", rg_requests)
             for r, label, res in zip(base, raw, results, strict=True):
-                predictions.append(_prediction(r, label, _text(res), res,
-                                               r["completion"][0]["content"]))
+                text, error = _reply(res)
+                predictions.append(_prediction(r, label, text, res, error, r["completion"][0]["content"]))
     finally:
         for engine in engines.values():
             await engine.close()
@@ -186,17 +189,27 @@ async def _infer(cfg: InferConfig, progress) -> dict:
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
     tmp.replace(out)
     failed = sum(p["error"] is not None for p in predictions)
-    return {"rows": len(predictions), "failed": failed, "accounting": accounting, "models": models, "out": str(out)}
+    trimmed = sum(p["cut_at_max_tokens"] and p["error"] is None for p in predictions)
+    return {"rows": len(predictions), "failed": failed, "trimmed": trimmed, "accounting": accounting,
+            "models": models, "out": str(out)}
 
 
-def _text(result) -> str:
-    """The reply; one cut at max_tokens is kept as it is (that is what the system said), with its error noted."""
-    return (result.text or "").strip() if result.ok or result.error_kind == "truncated" else ""
+def _reply(result) -> tuple[str, str | None]:
+    """(reply, error). A reply cut at max_tokens is trimmed back to its last complete sentence, as mining does,
+    so no runaway text is scored; one with no complete sentence is no reply, with the error noted."""
+    if result.ok:
+        return (result.text or "").strip(), None
+    if result.error_kind == "truncated":
+        kept = trim_to_sentence(result.text or "")
+        if kept:
+            return kept, None
+        return "", f"truncated: no complete sentence before max_tokens ({result.error})"
+    return "", f"{result.error_kind}: {result.error}"
 
 
-def _prediction(row: dict, label: str | None, reply: str, result, gold_reply: str) -> dict:
+def _prediction(row: dict, label: str | None, reply: str, result, error: str | None, gold_reply: str) -> dict:
     return {
         "id": row["id"], "dialog_id": row["dialog_id"], "turn_index": row["turn_index"],
         "strategy": row["strategy"], "predicted_strategy": label, "response": gold_reply,
-        "predicted_response": reply, "error": None if result.ok else f"{result.error_kind}: {result.error}",
+        "predicted_response": reply, "error": error, "cut_at_max_tokens": result.error_kind == "truncated",
     }
