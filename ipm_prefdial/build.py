@@ -17,11 +17,12 @@ from ipm_prefdial.convert import sft_rows, turns
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.card import render_card
-from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, data_file
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, TASK_OF, data_file
 from ipm_prefdial.release.files import sha256_file, write_bytes_atomic, write_parquet_atomic
 from ipm_prefdial.sources import load_source
 from ipm_prefdial.splits import SPLIT_METHODS, SPLITS, assign, split_ids
 from ipm_prefdial.strategies import STRATEGIES
+from ipm_prefdial.tokens import SAMPLE_ROWS, TokenCounter, TokenizerError, Trimmer, length_stats, load_tokenizer
 
 BUILD_FILES = ("README.md", "manifest.json", "data")  # everything a build may write in its directory
 
@@ -53,6 +54,8 @@ def check_config(cfg: BuildConfig) -> None:
         raise ConfigError(f"--on-invalid must be error or skip, not {cfg.on_invalid!r}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if cfg.trim_tokens is not None and cfg.trim_tokens < 64:
+        raise ConfigError("--trim-tokens must be at least 64 (the system prompts alone take more)")
 
 
 def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
@@ -67,6 +70,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         source = load_source(cfg.source, cfg.source_path, on_invalid=cfg.on_invalid, cache_dir=cache_dir)
     method = cfg.resolved_split()
     per_split = assign(source, split_ids(method, source, seed=cfg.seed), cfg.limit)
+    counter, trim, no_count = _token_counting(cfg, cache_dir, console)
 
     rows: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in SPLITS} for c in SFT_CONFIGS}
     distribution = {s: Counter() for s in SPLITS}
@@ -76,7 +80,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         for split in SPLITS:
             for dialogue in per_split[split]:
                 for turn in turns(dialogue):
-                    for config, row in sft_rows(turn, prompts).items():
+                    for config, row in sft_rows(turn, prompts, trim).items():
                         rows[config][split].append(row)
                     distribution[split][turn.strategy] += 1
                 progress.advance(task)
@@ -86,12 +90,15 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         from ipm_prefdial.pipeline import dry_run_estimate, mine
 
         if cfg.dry_run:
-            return BuildResult(out, {}, time.perf_counter() - started, dry_run_estimate(per_split, prompts, cfg))
-        mined = mine(per_split, prompts, cfg, console)
+            return BuildResult(out, {}, time.perf_counter() - started,
+                               dry_run_estimate(per_split, prompts, cfg, trim))
+        mined = mine(per_split, prompts, cfg, console, trim)
         rows.update(mined.rows)
     elif cfg.dry_run:
         return BuildResult(out, {}, time.perf_counter() - started, {})
 
+    with console.status("measuring prompt lengths"):
+        lengths = _prompt_lengths(rows, counter, no_count, exact=trim is not None)
     files: dict[str, dict] = {}
     for config in rows:
         for split in CONFIG_SPLITS[config]:
@@ -120,6 +127,13 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         "prompts": prompts.hashes(),
         "rg_instruction": prompts.rg_rule.template,  # how RG prompts end; validate and infer read it from here
         "build_config": _public_config(cfg),
+        "trim": None if trim is None else {
+            "tokens": trim.tokens, "tokenizer": trim.counter.name,
+            "answer_reserve": "max(gold answer, --<task>-max-tokens) + 2 tokens",
+            "max_tokens": trim.max_tokens,
+            "shortened": {c: trim.shortened.get(TASK_OF[c], 0) for c in SFT_CONFIGS},
+            "over_budget": {c: trim.over.get(TASK_OF[c], 0) for c in SFT_CONFIGS}},
+        "prompt_tokens": lengths,
         "models": mined.models if mined else {},
         "sampling": mined.sampling if mined else {},
         "mining": mined.mining if mined else None,
@@ -136,11 +150,45 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     return BuildResult(out, manifest, time.perf_counter() - started)
 
 
+def _token_counting(cfg: BuildConfig, cache_dir: Path | None, console: Console):
+    """(counter, trimmer, why there is no counter): the trim tokenizer counts prompt lengths for every card and
+    shortens prompts with --trim-tokens; without transformers (or with --trim-tokenizer none) lengths are not
+    measured, and --trim-tokens is an error."""
+    if cfg.trim_tokenizer == "none":
+        if cfg.trim_tokens:
+            raise ConfigError("--trim-tokens needs a tokenizer (--trim-tokenizer bundled, a path or a Hub id)")
+        return None, None, "not measured (--trim-tokenizer none)"
+    try:
+        with console.status("loading the trim tokenizer"):
+            tokenizer, name = load_tokenizer(cfg.trim_tokenizer, cache_dir)
+    except TokenizerError as exc:
+        if cfg.trim_tokens:
+            raise ConfigError(str(exc)) from None
+        return None, None, f"not measured: {exc}"
+    counter = TokenCounter(tokenizer, name)
+    if not cfg.trim_tokens:
+        return counter, None, None
+    limits = {"sp": cfg.sp_max_tokens, "rg": cfg.rg_max_tokens, "vm": cfg.vm_max_tokens}
+    return counter, Trimmer(counter, cfg.trim_tokens, limits), None
+
+
+def _prompt_lengths(rows: dict, counter: TokenCounter | None, no_count: str | None, exact: bool) -> dict:
+    """Prompt lengths in tokens per SFT config (pair prompts are the same prompts): all rows of a trimmed build,
+    a seeded sample otherwise."""
+    if counter is None:
+        return {"tokenizer": None, "note": no_count}
+    out: dict = {"tokenizer": counter.name}
+    for config in SFT_CONFIGS:
+        prompts = [r["prompt"] for split in SPLITS for r in rows[config][split]]
+        out[config] = length_stats(counter, prompts, sample=None if exact else SAMPLE_ROWS)
+    return out
+
+
 # Options that may hold a local path: a build records only the last part (a file or folder name), since a build
 # is published and must not carry the building machine's directories; sources and models are identified by
 # their sha256 elsewhere in the manifest.
 PATH_OPTIONS = ("source_path", "out", "cache_dir", "prompts_dir", "model", "sp_model", "rg_model", "vm_model",
-                "judge_model")
+                "judge_model", "trim_tokenizer")
 
 
 def _public_config(cfg: BuildConfig) -> dict:

@@ -56,6 +56,11 @@ def build(
                                                        "bad dialogues, counted in the manifest."),
     cache_dir: str | None = typer.Option(None, help="Cache root (default: IPM_CACHE_DIR or the user cache dir)."),
     prompts_dir: str | None = typer.Option(None, help="Use prompt templates from this directory."),
+    trim_tokens: int | None = typer.Option(None, help="Shorten every prompt from its oldest history until prompt + "
+                                                      "answer fit N tokens (off: the paper's data is untrimmed)."),
+    trim_tokenizer: str | None = typer.Option(None, help="Tokenizer counting those tokens and the card's prompt "
+                                                         "lengths: bundled (SmolLM2, default) | a path | a Hub id | "
+                                                         "none."),
     engine: str | None = typer.Option(None, help="Policy engine: local (default) | openai | vllm | transformers."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint of the policy (key: OPENAI_API_KEY)."),
     model: str | None = typer.Option(None, help="Policy model for SP, RG and VM (default: the engine's)."),
@@ -93,7 +98,8 @@ def build(
     try:
         cfg = BuildConfig.load(config, source=source, source_path=source_path, split=split, seed=seed, stage=stage,
                                limit=limit, out=out_dir, dataset_version=dataset_version, on_invalid=on_invalid,
-                               cache_dir=cache_dir, prompts_dir=prompts_dir, engine=engine, base_url=base_url,
+                               cache_dir=cache_dir, prompts_dir=prompts_dir, trim_tokens=trim_tokens,
+                               trim_tokenizer=trim_tokenizer, engine=engine, base_url=base_url,
                                model=model, sp_model=sp_model, rg_model=rg_model, vm_model=vm_model,
                                concurrency=concurrency, context_tokens=context_tokens, samples=samples,
                                temperature=temperature, top_p=top_p,
@@ -167,11 +173,15 @@ def _accounting(acc: dict) -> str:
 
 
 @app.command()
-def validate(directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory.")) -> None:
+def validate(directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory."),
+             trim_tokenizer: str | None = typer.Option(None, help="Tokenizer to check a trimmed build with, when "
+                                                                  "the one it names is not found here.")) -> None:
     """Check a build: schema vs card, ids, splits, the conversion rule, row counts and sha256 vs the manifest."""
     from ipm_prefdial.validate import validate as run_validate
 
-    report = run_validate(directory)
+    report = run_validate(directory, trim_tokenizer)
+    for note in report.notes:
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if not report.ok:
         err.print(f"[bold red]{directory}: {len(report.lines())} problem(s)[/]")
         for line in report.lines():

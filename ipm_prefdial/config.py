@@ -38,6 +38,13 @@ class BuildConfig:
     """Cache root (downloads, LLM answers). Default: IPM_CACHE_DIR or the user cache directory."""
     prompts_dir: str | None = None
     """Directory of prompt templates replacing the bundled prompts/."""
+    trim_tokens: int | None = None
+    """Shorten every prompt (SFT rows, mining requests, pairs) from its oldest history until prompt + answer fit
+    this many tokens; the system prompt and the current turn stay. Off by default (the paper's data is
+    untrimmed)."""
+    trim_tokenizer: str = "bundled"
+    """Tokenizer that counts prompt tokens (for --trim-tokens and the card's prompt lengths): bundled (SmolLM2,
+    offline), a local directory or GGUF, a Hub id, or none (no counting)."""
     # -- mining (stage all) -----------------------------------------------------------------------------
     engine: str = "local"
     """Policy engine: local (embedded llama.cpp) | openai | vllm | transformers."""

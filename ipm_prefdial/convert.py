@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.sources import Dialogue
+from ipm_prefdial.tokens import Trimmer
 
 OPENING = "Hi"
 FILLER = " "
@@ -121,7 +122,19 @@ def vm_prompt(turn: Turn, prompts: Prompts) -> list[dict[str, str]]:
     return [{"role": "system", "content": prompts.vm_system}, *_chat(turn.history, tag=True)]
 
 
-def sft_rows(turn: Turn, prompts: Prompts) -> dict[str, dict]:
+def gold_answer(task: str, turn: Turn) -> str:
+    """The target of a task for a turn: the strategy name (SP), the utterance (RG), ``[strategy] utterance`` (VM)."""
+    return {"sp": turn.strategy, "rg": turn.utterance, "vm": tagged(turn.strategy, turn.utterance)}[task]
+
+
+def task_prompt(task: str, turn: Turn, prompts: Prompts, trim: Trimmer | None = None) -> list[dict[str, str]]:
+    """The prompt of a task for a turn, as every part of a build uses it (SFT row, mining request, pair):
+    shortened to ``--trim-tokens`` when the build trims."""
+    messages = {"sp": sp_prompt, "rg": rg_prompt, "vm": vm_prompt}[task](turn, prompts)
+    return trim.apply(task, turn.id, messages, gold_answer(task, turn)) if trim is not None else messages
+
+
+def sft_rows(turn: Turn, prompts: Prompts, trim: Trimmer | None = None) -> dict[str, dict]:
     """The three SFT rows (strategy, response, joint) of one supporter turn."""
     common = {
         "id": turn.id,
@@ -135,8 +148,5 @@ def sft_rows(turn: Turn, prompts: Prompts) -> dict[str, dict]:
     def row(prompt: list[dict[str, str]], target: str) -> dict:
         return {**common, "prompt": prompt, "completion": [{"role": "assistant", "content": target}]}
 
-    return {
-        "strategy_sft": row(sp_prompt(turn, prompts), turn.strategy),
-        "response_sft": row(rg_prompt(turn, prompts), turn.utterance),
-        "joint_sft": row(vm_prompt(turn, prompts), tagged(turn.strategy, turn.utterance)),
-    }
+    return {config: row(task_prompt(task, turn, prompts, trim), gold_answer(task, turn))
+            for config, task in (("strategy_sft", "sp"), ("response_sft", "rg"), ("joint_sft", "vm"))}

@@ -11,11 +11,12 @@ import json
 import re
 from dataclasses import dataclass
 
-from ipm_prefdial.convert import Turn, parse_tagged, rg_prompt, sp_prompt, tagged, vm_prompt
+from ipm_prefdial.convert import Turn, parse_tagged, tagged, task_prompt
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Sampling
 from ipm_prefdial.judging import NOT_APPLICABLE, SKIPPED
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.tokens import Trimmer
 
 TASKS = ("sp", "rg", "vm")
 PAIR_CONFIG = {"sp": "strategy_pairs", "rg": "response_pairs", "vm": "joint_pairs"}
@@ -35,14 +36,12 @@ class PolicySampling:
         return Sampling(self.temperature, self.top_p, dict(self.max_tokens)[task])
 
 
-def prompt_messages(task: str, turn: Turn, prompts: Prompts) -> list[dict[str, str]]:
-    return {"sp": sp_prompt, "rg": rg_prompt, "vm": vm_prompt}[task](turn, prompts)
-
-
-def policy_requests(task: str, turn: Turn, prompts: Prompts, policy: PolicySampling) -> list[ChatRequest]:
-    """The task's requests for one turn, one per sample. A dialogue's requests share a group, so one worker
-    (one engine slot) sends them in turn order over a growing, cache-friendly prefix."""
-    messages = prompt_messages(task, turn, prompts)
+def policy_requests(task: str, turn: Turn, prompts: Prompts, policy: PolicySampling, trim: Trimmer | None = None
+                    ) -> list[ChatRequest]:
+    """The task's requests for one turn, one per sample, with the turn's SFT prompt (shortened when the build
+    trims). A dialogue's requests share a group, so one worker (one engine slot) sends them in turn order over a
+    growing, cache-friendly prefix."""
+    messages = task_prompt(task, turn, prompts, trim)
     output = Choice(STRATEGIES) if task == "sp" else None
     return [ChatRequest.chat(messages, sampling=policy.sampling(task), output=output, sample=k,
                              group=f"{task}:{turn.dialog_id}") for k in range(policy.samples)]

@@ -24,6 +24,7 @@ from ipm_prefdial.release.features import RETAINED_OF, is_retained
 from ipm_prefdial.sources import Dialogue
 from ipm_prefdial.sources.download import default_cache_dir
 from ipm_prefdial.strategies import STRATEGIES
+from ipm_prefdial.tokens import Trimmer
 
 
 @dataclass
@@ -103,11 +104,13 @@ def open_cache(cfg: BuildConfig) -> RequestCache | None:
     return None if cfg.no_cache else RequestCache.in_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
 
 
-def dry_run_estimate(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig) -> dict:
-    return asyncio.run(_dry_run(per_split, prompts, cfg))
+def dry_run_estimate(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,
+                     trim: Trimmer | None = None) -> dict:
+    return asyncio.run(_dry_run(per_split, prompts, cfg, trim))
 
 
-async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig) -> dict:
+async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,
+                   trim: Trimmer | None) -> dict:
     """Per task: requests, how many the cache answers, how many would be sent, and token estimates of those,
     without loading a model or sending a request (an endpoint with no --model is asked its model id). Judge
     requests are known for the pairs whose policy answers are cached; the rest is bounded by one per answer."""
@@ -116,7 +119,7 @@ async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: 
     policy = policy_sampling(cfg)
     all_turns = mined_turns(per_split)
     jobs = {task: [(t, r) for split in MINED_SPLITS for t in all_turns[split]
-                   for r in policy_requests(task, t, prompts, policy)] for task in TASKS}
+                   for r in policy_requests(task, t, prompts, policy, trim)] for task in TASKS}
     table: dict[str, dict] = {}
     try:
         for engine in instances.values():
@@ -167,12 +170,13 @@ def _plan_row(plan, jobs: list) -> dict:
             "completion_tokens_max": sum(r.sampling.max_tokens for r in sent)}
 
 
-def mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig, console: Console) -> MiningOutput:
-    return asyncio.run(_mine(per_split, prompts, cfg, console))
+def mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig, console: Console,
+         trim: Trimmer | None = None) -> MiningOutput:
+    return asyncio.run(_mine(per_split, prompts, cfg, console, trim))
 
 
 async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,
-                console: Console) -> MiningOutput:
+                console: Console, trim: Trimmer | None) -> MiningOutput:
     instances, engines = make_engines(cfg)
     cache = open_cache(cfg)
     policy = policy_sampling(cfg)
@@ -185,7 +189,7 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
         with progress_bar(console) as progress:
             all_turns = mined_turns(per_split)
             jobs = {task: [(split, t, r) for split in MINED_SPLITS for t in all_turns[split]
-                           for r in policy_requests(task, t, prompts, policy)] for task in TASKS}
+                           for r in policy_requests(task, t, prompts, policy, trim)] for task in TASKS}
             stats_by: dict[str, Stats] = {}
             results_by: dict[str, list] = {}
             # The tasks that share an engine run as one batch: every slot busy, each dialogue of each task on

@@ -19,6 +19,7 @@ from ipm_prefdial.release.card import read_card_metadata
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, RETAINED_OF, TASK_OF, is_retained
 from ipm_prefdial.release.files import sha256_file
 from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.tokens import BUNDLED, TokenCounter, TokenizerError, Trimmer, load_tokenizer
 
 MAX_PER_KIND = 5  # examples shown per kind of row problem; the count is always complete
 
@@ -26,6 +27,7 @@ MAX_PER_KIND = 5  # examples shown per kind of row problem; the count is always 
 @dataclass
 class Report:
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be checked here, and why (not a failure)
     row_problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     summary: list[tuple[str, str, int, int]] = field(default_factory=list)  # config, split, rows, dialogues
 
@@ -48,7 +50,9 @@ class Report:
         return out
 
 
-def validate(directory: str | Path) -> Report:
+def validate(directory: str | Path, trim_tokenizer: str | None = None) -> Report:
+    """Check a build. ``trim_tokenizer`` replaces the tokenizer a trimmed build names (for a local one that is
+    not where the manifest's name would find it)."""
     root = Path(directory)
     report = Report()
     if not root.is_dir():
@@ -98,6 +102,8 @@ def validate(directory: str | Path) -> Report:
             report.summary.append((config, split, len(rows), len(dialogs)))
     _check_same_turns(ids_per_split, report)
     _check_retained(judged_rows, report)
+    if manifest.get("trim"):
+        _check_trim(root, configs, manifest, trim_tokenizer, unreadable, report)
     if manifest:
         for config, per_split in manifest.get("counts", {}).items():
             for split, n in per_split.items():
@@ -364,6 +370,39 @@ def _check_retained(rows: dict[tuple[str, str], list[dict]], report: Report) -> 
         detail = (f"not retained there: {', '.join(extra[:MAX_PER_KIND]) or '-'}; retained but missing: "
                   f"{', '.join(missing[:MAX_PER_KIND]) or '-'}") if extra or missing else "rows or order differ"
         report.add(f"{config}/{split} is not the retained rows of {parent}/{split} ({detail})")
+
+
+def _check_trim(root: Path, configs: dict, manifest: dict, override: str | None, unreadable: set[str],
+                report: Report) -> None:
+    """--trim-tokens, read from the manifest: every SFT prompt + its answer fits the bound, unless it is as short
+    as it can get (the system prompt and the current turn alone); pair prompts equal SFT prompts (checked above)."""
+    trim = manifest["trim"]
+    name = override or (manifest.get("build_config") or {}).get("trim_tokenizer") or BUNDLED
+    try:
+        tokenizer, recorded = load_tokenizer(name)
+    except TokenizerError as exc:
+        report.notes.append(f"--trim-tokens {trim['tokens']} not checked: {exc} (ipm validate --trim-tokenizer "
+                            "PATH points at it)")
+        return
+    if recorded != trim["tokenizer"]:
+        report.notes.append(f"--trim-tokens checked with {recorded}; the build was trimmed with {trim['tokenizer']}")
+    trimmer = Trimmer(TokenCounter(tokenizer, recorded), trim["tokens"], trim["max_tokens"])
+    for config in ("strategy_sft", "response_sft", "joint_sft"):
+        task = TASK_OF[config]
+        for rel in configs.get(config, {}).values():
+            if rel in unreadable or not (root / rel).is_file():
+                continue
+            rows = pq.read_table(root / rel, columns=["id", "prompt", "completion"]).to_pylist()
+            lengths = trimmer.counter.prompts([r["prompt"] for r in rows])
+            for row, length in zip(rows, lengths, strict=True):
+                answer = (row["completion"] or [{"content": ""}])[0]["content"] or ""
+                if length + trimmer.reserve(task, answer) <= trim["tokens"]:
+                    continue
+                body = row["prompt"][1:]
+                shortest = len(body) == 1 and ("\n" not in body[0]["content"] or task != "sp")
+                if not shortest:
+                    report.row(f"prompt + answer over the build's --trim-tokens {trim['tokens']}",
+                               f"{config} id {row['id']} ({length} prompt tokens)")
 
 
 def _check_same_turns(ids: dict[str, dict[str, set[str]]], report: Report) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import jsonschema
 
+from ipm_prefdial.history import drop_oldest
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -307,28 +309,14 @@ def estimate_tokens(messages: Sequence[tuple[str, str]]) -> int:
 
 
 def fit_context(request: ChatRequest, context_tokens: int | None) -> tuple[ChatRequest, int]:
-    """Drop the oldest history so that prompt + answer fit ``context_tokens``; returns (request, dropped).
-
-    The system prompt and the current (last) user message always stay. Whole user+assistant pairs go first,
-    so the history still opens with a user message; a prompt that is one long user message (the SP format)
-    loses its oldest lines instead. ``dropped`` counts messages (or lines) removed."""
+    """Drop the oldest history so that prompt + answer fit ``context_tokens`` (estimated); returns (request,
+    dropped). The rule is ``history.drop_oldest``: the system prompt and the current turn stay; whole exchanges go
+    first, and only a current turn too long on its own loses its oldest lines (a hard limit: the engine would
+    refuse the request)."""
     if not context_tokens:
         return request, 0
     budget = context_tokens - request.sampling.max_tokens
-    messages = list(request.messages)
-    if estimate_tokens(messages) <= budget:
+    messages, dropped = drop_oldest(request.messages, lambda m: estimate_tokens(m) <= budget, split_last=True)
+    if not dropped:
         return request, 0
-    head = messages[:1] if messages and messages[0][0] == "system" else []
-    body = messages[len(head):]
-    dropped = 0
-    while len(body) > 2 and estimate_tokens(head + body) > budget:
-        body = body[2:]
-        dropped += 2
-    if estimate_tokens(head + body) > budget and body:
-        role, content = body[-1]
-        lines = content.split("\n")
-        while len(lines) > 1 and estimate_tokens(head + body[:-1] + [(role, "\n".join(lines))]) > budget:
-            lines.pop(0)
-            dropped += 1
-        body[-1] = (role, "\n".join(lines))
-    return ChatRequest(tuple(head + body), request.sampling, request.output, request.sample, request.group), dropped
+    return ChatRequest(tuple(messages), request.sampling, request.output, request.sample, request.group), dropped

@@ -7,6 +7,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ipm_prefdial.history import drop_oldest
+
 SFT_CONFIG = {"sp": "strategy_sft", "rg": "response_sft", "vm": "joint_sft"}
 PAIR_CONFIG = {"sp": "strategy_pairs", "rg": "response_pairs", "vm": "joint_pairs"}
 
@@ -71,20 +73,9 @@ def select_pairs(task: str, rows: list[dict], mode: str, min_retained: int) -> P
 def fit_prompt(prompt: list[dict], answer_tokens: int, max_length: int, count) -> list[dict]:
     """The prompt with its oldest history removed until prompt + answer fit ``max_length`` tokens.
 
-    ``count(messages)`` gives the token length of a prompt. Chat prompts lose user/assistant messages from the
-    front (the system prompt and the last user message always stay); a single-user-message prompt (SP: the
-    dialogue as lines) loses its oldest lines instead. What cannot be shortened further is returned as is."""
+    ``count(messages)`` gives the token length of a prompt. The rule is ``history.drop_oldest``: chat prompts
+    lose exchanges from the front (the system prompt and the last user message always stay); a single-user-message
+    prompt (SP: the dialogue as lines) loses its oldest lines instead. What cannot be shortened further is
+    returned as short as it gets."""
     budget = max_length - answer_tokens
-    messages = [dict(m) for m in prompt]
-    while count(messages) > budget:
-        body = messages[1:]
-        if len(body) > 1:
-            # drop the oldest exchange (a user message and the assistant reply after it)
-            drop = 2 if len(body) > 2 and body[0]["role"] == "user" and body[1]["role"] == "assistant" else 1
-            messages = [messages[0], *body[drop:]]
-            continue
-        lines = messages[-1]["content"].split("\n")
-        if len(lines) <= 1:
-            break
-        messages[-1] = {**messages[-1], "content": "\n".join(lines[1:])}
-    return messages
+    return drop_oldest([dict(m) for m in prompt], lambda m: count(m) <= budget)[0]
