@@ -51,7 +51,7 @@ def build(
     stage: str | None = typer.Option(None, help="sft: the SFT configs only (no LLM) | all: also mine pairs."),
     limit: int | None = typer.Option(None, help="The first N dialogues of each split (in the split's order)."),
     out_dir: str | None = typer.Option(None, "--out", help="Build directory (default: ./ipm_prefdial)."),
-    dataset_version: str | None = typer.Option(None, help="Version written to the card and manifest (default 0.1.0)."),
+    dataset_version: str | None = typer.Option(None, help="Version written to the card and manifest (default 0.2.0)."),
     on_invalid: str | None = typer.Option(None, help="error (default): stop and list bad records | skip: drop "
                                                        "bad dialogues, counted in the manifest."),
     cache_dir: str | None = typer.Option(None, help="Cache root (default: IPM_CACHE_DIR or the user cache dir)."),

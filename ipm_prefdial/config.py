@@ -30,7 +30,7 @@ class BuildConfig:
     """Keep the first N dialogues of each split, in the order of the split's index list."""
     out: str = "ipm_prefdial"
     """Build directory. Only README.md, manifest.json and data/ are written inside it."""
-    dataset_version: str = "0.1.0"
+    dataset_version: str = "0.2.0"
     """Version of the dataset build (card, manifest, Hub tag v<version>)."""
     on_invalid: str = "error"
     """error: stop on the first bad source record, listing every problem. skip: drop bad dialogues, count them."""
