@@ -10,7 +10,9 @@ chosen side is gold and whose rejected side is at most ``max_tokens`` long.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +31,14 @@ class TokenizerError(RuntimeError):
     pass
 
 
+_LOADED: dict[str, tuple[Any, str]] = {}  # the bundled tokenizer, once per process
+
+
 def load_tokenizer(name: str = BUNDLED, cache_dir: Path | None = None) -> tuple[Any, str]:
     """(tokenizer, recorded name): ``bundled``, a local directory or GGUF file, or a Hub id. The recorded name is
     a file or folder name with a short digest, or the Hub id: never a path."""
+    if name == BUNDLED and name in _LOADED:
+        return _LOADED[name]
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -46,13 +53,17 @@ def load_tokenizer(name: str = BUNDLED, cache_dir: Path | None = None) -> tuple[
         _, recorded = model_identity(str(gguf))
         saved = (cache_dir or default_cache_dir()) / "tokenizers" / recorded.replace("/", "_")
         if (saved / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(saved)), recorded
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)  # a few seconds, once
-        tmp = saved.with_name(saved.name + ".tmp")
-        tok.save_pretrained(str(tmp))
-        if not saved.exists():
-            tmp.replace(saved)
-        return tok, recorded
+            tok = AutoTokenizer.from_pretrained(str(saved))
+        else:
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)  # a few seconds, once
+            tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+            tok.save_pretrained(str(tmp))
+            if saved.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.replace(saved)
+        _LOADED[name] = tok, recorded
+        return _LOADED[name]
     path = Path(name).expanduser()
     try:
         if path.is_file():  # a GGUF file

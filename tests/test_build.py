@@ -40,23 +40,24 @@ def test_paper_split_counts(esconv_build):
 def test_hub_layout_with_hf_split_via_cli(tmp_path):
     out = tmp_path / "hub"
     result = runner.invoke(app, ["build", "--source", "esconv", "--source-path", str(HUB_DIR), "--split", "hf",
-                                 "--stage", "sft", "--out", str(out)])
+                                 "--stage", "sft", "--out", str(out), "--trim-tokenizer", "none"])
     assert result.exit_code == 0, result.output
     assert "12,759" in result.output
     for config in SFT_CONFIGS:
         assert counts(out)[config] == {"train": 12759, "validation": 2722, "test": 2895}
     # the same split reproduced by code from the JSON list gives the same bytes
     again = tmp_path / "json"
-    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), split="hf", out=str(again)))
+    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), split="hf", out=str(again), trim_tokenizer="none"))
     assert parquet_bytes(again) == parquet_bytes(out)
 
 
 def test_rebuild_is_byte_identical_and_layout_independent(esconv_build, tmp_path):
     first = parquet_bytes(esconv_build)
     out = tmp_path / "b"
-    build(BuildConfig(stage="sft", source_path=str(HUB_DIR), out=str(out)))  # Hub files, paper split
+    # (prompt lengths are not measured here: --trim-tokenizer none; the parquet files are the same either way)
+    build(BuildConfig(stage="sft", source_path=str(HUB_DIR), out=str(out), trim_tokenizer="none"))  # Hub files
     assert parquet_bytes(out) == first
-    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out)))  # rebuild in place
+    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out), trim_tokenizer="none"))  # in place
     assert parquet_bytes(out) == first
 
 

@@ -33,7 +33,7 @@ def run(pairs_build, tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     # the system prompts alone are ~270 tokens: 384 leaves the current turn and a short answer
     tiny = {"max_length": 384, "sft": {"max_examples": 4, "batch_size": 4, "learning_rate": 1e-3},
-            "dpo": {"max_examples": 4, "batch_size": 4, "learning_rate": 2e-3, "epochs": 2},
+            "dpo": {"max_examples": 4, "batch_size": 4, "learning_rate": 2e-3, "epochs": 1},
             "heldout_pairs": 4, "test_turns": 3, "eval_max_tokens": 12, "min_retained": 4}
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny))
