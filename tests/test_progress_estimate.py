@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
+from fake_llm import FakeLLM
 from typer.testing import CliRunner
 
 from conftest import fake_build_args
-from fake_llm import FakeLLM
 
 
 def test_the_first_answers_give_an_estimate_of_the_whole_build(tmp_path):
