@@ -54,6 +54,8 @@ def check_config(cfg: BuildConfig) -> None:
         raise ConfigError(f"--on-invalid must be error or skip, not {cfg.on_invalid!r}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if not isinstance(cfg.vllm, dict) or not all(isinstance(k, str) for k in cfg.vllm):
+        raise ConfigError("vllm: expected a mapping of vLLM engine settings (e.g. max_num_seqs: 64)")
     if cfg.trim_tokens is not None and cfg.trim_tokens < 64:
         raise ConfigError("--trim-tokens must be at least 64 (the system prompts alone take more)")
 

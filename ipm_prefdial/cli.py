@@ -79,6 +79,9 @@ def build(
                                                         "there is trimmed to its last full sentence."),
     vm_max_tokens: int | None = typer.Option(None, help="Answer bound of VM requests (default 192)."),
     judge_max_tokens: int | None = typer.Option(None, help="Answer bound of judge requests (default 320)."),
+    vllm_arg: list[str] | None = typer.Option(None, "--vllm-arg", help="A vLLM engine setting, KEY=VALUE "
+                                                                      "(repeatable; e.g. max_num_seqs=64, "
+                                                                      "tensor_parallel_size=2)."),
     judge_engine: str | None = typer.Option(None, help="Judge engine (default: the policy engine)."),
     judge_base_url: str | None = typer.Option(None, help="Judge endpoint (engine openai)."),
     judge_model: str | None = typer.Option(None, help="Judge model (default: the policy model)."),
@@ -92,7 +95,7 @@ def build(
 ) -> None:
     """Build the dataset: source -> splits -> SFT configs (-> mined pairs) -> parquet, card, manifest."""
     from ipm_prefdial.build import build as run_build
-    from ipm_prefdial.config import BuildConfig, ConfigError
+    from ipm_prefdial.config import BuildConfig, ConfigError, parse_settings
     from ipm_prefdial.sources import SourceError
 
     try:
@@ -107,6 +110,7 @@ def build(
                                judge_max_tokens=judge_max_tokens,
                                judge_engine=judge_engine, judge_base_url=judge_base_url, judge_model=judge_model,
                                no_judge=no_judge, no_cache=no_cache, retry_failed=retry_failed, dry_run=dry_run)
+        cfg.vllm = {**cfg.vllm, **parse_settings(vllm_arg or [], "--vllm-arg")}
         result = run_build(cfg, console=err)
     except (SourceError, ConfigError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc)) from None

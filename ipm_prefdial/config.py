@@ -13,6 +13,20 @@ class ConfigError(ValueError):
     pass
 
 
+def parse_settings(items: list[str], option: str) -> dict:
+    """``KEY=VALUE`` strings as a mapping; values read as YAML scalars (``64`` is an int, ``true`` a bool)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
 @dataclass
 class BuildConfig:
     source: str = "esconv"
@@ -72,6 +86,9 @@ class BuildConfig:
     sp_max_tokens: int = 32
     rg_max_tokens: int = 160
     vm_max_tokens: int = 192
+    vllm: dict = dataclasses.field(default_factory=dict)
+    """vLLM engine settings (AsyncEngineArgs keywords, e.g. max_num_seqs, gpu_memory_utilization, tensor_parallel_size,
+    enforce_eager) over the engine's defaults; on the command line --vllm-arg KEY=VALUE (repeatable)."""
     judge_engine: str | None = None
     """Judge engine (default: the policy engine)."""
     judge_base_url: str | None = None

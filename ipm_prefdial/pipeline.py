@@ -88,16 +88,40 @@ def mined_turns(per_split: dict[str, list[Dialogue]]) -> dict[str, list[Turn]]:
 
 
 def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engine]]:
-    """The engines of a build, one per distinct (engine, model, endpoint), and which role uses which."""
+    """The engines of a build, one per distinct (engine, model, endpoint), and which role uses which. vLLM models
+    that are adapters of one base share one vLLM instance."""
+    specs = engine_specs(cfg)
     instances: dict[tuple, Engine] = {}
     engines: dict[str, Engine] = {}
-    for role, (name, model, base_url) in engine_specs(cfg).items():
+    vllm_roles = {role: model for role, (name, model, _) in specs.items() if name == "vllm"}
+    if vllm_roles:
+        from ipm_prefdial.engines.vllm_engine import VLLMEngine
+
+        grouped = VLLMEngine.group(vllm_roles, concurrency=cfg.concurrency, cache_dir=cfg.cache_dir,
+                                   **({"max_model_len": cfg.context_tokens} if cfg.context_tokens else {}),
+                                   **cfg.vllm)
+        for role, engine in grouped.items():
+            instances.setdefault(("vllm", engine.model, engine.lora), engine)
+            engines[role] = engine
+    for role, (name, model, base_url) in specs.items():
+        if name == "vllm":
+            continue
         key = (name, model, base_url)
         if key not in instances:
             instances[key] = make_engine(name, model=model, base_url=base_url, concurrency=cfg.concurrency,
                                          context_tokens=cfg.context_tokens)
         engines[role] = instances[key]
     return instances, engines
+
+
+def _host_groups(instances, engines: dict[str, Engine]) -> list[list[tuple[Engine, list[str]]]]:
+    """The policy engines with their tasks, grouped by host, in order of first use."""
+    groups: dict[int, list[tuple[Engine, list[str]]]] = {}
+    for engine in instances:
+        tasks = [task for task in TASKS if engines.get(task) is engine]
+        if tasks:
+            groups.setdefault(id(engine.host()), []).append((engine, tasks))
+    return list(groups.values())
 
 
 def open_cache(cfg: BuildConfig) -> RequestCache | None:
@@ -193,24 +217,32 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
             stats_by: dict[str, Stats] = {}
             results_by: dict[str, list] = {}
             # The tasks that share an engine run as one batch: every slot busy, each dialogue of each task on
-            # its own stream in turn order. Different engines (e.g. --sp-model) run one after the other.
-            batches = [[task for task in TASKS if engines[task] is engine] for engine in instances.values()]
+            # its own stream in turn order. Engines of one host (LoRA adapters of one vLLM instance) run at the
+            # same time; different hosts (e.g. other --sp-model bases) one after the other, each closed (its
+            # memory given back) before the next starts, unless the judge still needs it.
+            groups = _host_groups(instances.values(), engines)
             estimate = Estimate(console, judge_max=0 if cfg.no_judge else len(jobs["rg"]) + len(jobs["vm"]))
-            for k, (engine, tasks) in enumerate(zip(instances.values(), batches, strict=True)):
-                if not tasks:
-                    continue
-                await engine.start()
-                batch = [(task, r) for task in tasks for _, _, r in jobs[task]]
-                later = sum(len(jobs[task]) for rest in batches[k + 1:] for task in rest)
-                results = await run_requests(engine, [r for _, r in batch], cache=cache,
-                                             retry_failed=cfg.retry_failed, progress=progress,
-                                             description="mining " + "+".join(t.upper() for t in tasks),
-                                             labels=[task for task, _ in batch], stats_by=stats_by,
-                                             on_first=estimate.hook(later))
-                offset = 0
-                for task in tasks:
-                    results_by[task] = results[offset: offset + len(jobs[task])]
-                    offset += len(jobs[task])
+            for k, group in enumerate(groups):
+                later = sum(len(jobs[task]) for rest in groups[k + 1:] for _, tasks in rest for task in tasks)
+
+                async def run(engine: Engine, tasks: list[str], first: bool, later: int = later) -> list:
+                    batch = [(task, r) for task in tasks for _, _, r in jobs[task]]
+                    return await run_requests(engine, [r for _, r in batch], cache=cache,
+                                              retry_failed=cfg.retry_failed, progress=progress,
+                                              description="mining " + "+".join(t.upper() for t in tasks),
+                                              labels=[task for task, _ in batch], stats_by=stats_by,
+                                              on_first=estimate.hook(later) if first else None)
+
+                outputs = await asyncio.gather(*(run(engine, tasks, i == 0) for i, (engine, tasks) in
+                                                 enumerate(group)))
+                for (_, tasks), results in zip(group, outputs, strict=True):
+                    offset = 0
+                    for task in tasks:
+                        results_by[task] = results[offset: offset + len(jobs[task])]
+                        offset += len(jobs[task])
+                if "judge" not in engines or engines["judge"].host() is not group[0][0].host():
+                    for engine, _ in group:
+                        await engine.close()
             for task in TASKS:
                 engine = engines[task]
                 outcomes: Counter = Counter()
@@ -256,14 +288,13 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
 
 async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: Prompts, cfg: BuildConfig,
                  cache: RequestCache | None, progress, by_strategy: dict[str, Counter], estimate: Estimate) -> dict:
-    await engine.start()
     sampling = Sampling(cfg.judge_temperature, 1.0, cfg.judge_max_tokens)
     report: dict[str, dict] = {}
     targets = {config: [row for split in MINED_SPLITS for row in rows[config][split]] for config in JUDGED_CONFIGS}
     batch = [(config, row) for config in JUDGED_CONFIGS for row in targets[config]]
     requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for config, row in batch]
     stats_by: dict[str, Stats] = {}
-    estimate.judge_max = 0  # the judge's own requests are counted now
+    estimate.judge_max = 0  # the judge's own requests are counted now (the engine starts when one must be sent)
     results = await run_requests(engine, requests, cache=cache, retry_failed=cfg.retry_failed, progress=progress,
                                  description="judging", labels=[config for config, _ in batch], stats_by=stats_by,
                                  on_first=estimate.hook(0))

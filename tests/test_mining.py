@@ -183,10 +183,13 @@ def test_long_explanations_are_cut_never_thrown_away():
     assert "maxLength" not in request.output.schema_json
     from ipm_prefdial.engines.openai_http import OpenAIEngine
 
-    for mode in ("json_schema", "vllm", "grammar", "none"):  # what goes to a server we do not control
+    for mode in ("json_schema", "grammar", "none"):  # servers whose handling of maxLength we do not know
         assert "maxLength" not in json.dumps(OpenAIEngine("http://x/v1", "m", structured=mode).body(request))
-    # the embedded engine's llguidance grammar enforces the bound exactly, so there it is part of decoding
+    # llguidance (the embedded engine) and vLLM's grammar backends enforce the bound exactly: part of decoding there
     assert '"maxLength": 120' in OpenAIEngine("http://x/v1", "m", structured="llguidance").body(request)["grammar"]
+    vllm = OpenAIEngine("http://x/v1", "m", structured="vllm").body(request)["structured_outputs"]
+    assert vllm["json"]["properties"]["reply_1_explanation"] == {"type": "string", "maxLength": 120}
+    assert vllm["disable_any_whitespace"] is True
     assert "at most 120 characters" in PROMPTS.judge_system
     long_why = "The reply talks about the weather and never mentions the job loss, " * 5  # 340 characters
     text = json.dumps({"reply_1_error": "None", "reply_1_explanation": long_why, "reply_2_error": "Lack Empathy",

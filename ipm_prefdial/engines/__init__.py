@@ -33,12 +33,11 @@ def make_engine(name: str, *, model: str | None = None, base_url: str | None = N
 
         return OpenAIEngine(base_url, model, **({"concurrency": concurrency} if concurrency else {}),
                             context_tokens=context_tokens, **options)
-    if name == "vllm":
-        if not model:
-            raise ValueError("--engine vllm needs --model (a Hub id or a local checkpoint)")
+    if name == "vllm":  # no model: the bundled SmolLM2-135M, as for the embedded engine
         from ipm_prefdial.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model, **({"max_model_len": context_tokens} if context_tokens else {}), **options)
+        return VLLMEngine(model, concurrency=concurrency,
+                          **({"max_model_len": context_tokens} if context_tokens else {}), **options)
     if name == "transformers":
         if not model:
             raise ValueError("--engine transformers needs --model (a local checkpoint or Hub id)")

@@ -237,6 +237,11 @@ class Engine(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release them. Safe to call twice."""
 
+    def host(self) -> object:
+        """What serves this engine: engines with one host (LoRA adapters of one vLLM instance) run together and
+        are started and closed once."""
+        return self
+
     def fit(self, request: ChatRequest) -> tuple[ChatRequest, int]:
         """The request as this engine will be sent it (oldest history dropped to fit the context budget), and how
         many messages (or lines) were dropped. The runner keys, seeds and sends the fitted request."""

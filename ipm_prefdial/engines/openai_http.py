@@ -12,6 +12,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
@@ -54,6 +55,7 @@ class OpenAIEngine(Engine):
         self.max_backoff_s = max_backoff_s
         self.structured = structured
         self.context_tokens = context_tokens
+        self.json_padded = False  # a vLLM server seen padding JSON (warned once)
         self._client: httpx.AsyncClient | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -90,7 +92,8 @@ class OpenAIEngine(Engine):
             self.structured = "grammar" if "llama" in owned_by else "vllm" if "vllm" in owned_by else "json_schema"
 
     def describe(self) -> dict:
-        return {**super().describe(), "base_url": self.base_url, "structured": self.structured}
+        return {**super().describe(), "base_url": self.base_url, "structured": self.structured,
+                **({"json_padded": True} if self.json_padded else {})}
 
     # -- requests ------------------------------------------------------------------------------------
     def body(self, request: ChatRequest) -> dict:
@@ -116,6 +119,11 @@ class OpenAIEngine(Engine):
             # and JSON whitespace is fixed, so a small model cannot pad the document with newlines
             schema = {**out.bounded_schema(), "x-guidance": LLGUIDANCE_JSON}
             body["grammar"] = "%llguidance {}\nstart: %json " + json.dumps(schema, sort_keys=True)
+        elif isinstance(out, JsonSchema) and self.structured == "vllm":
+            # vLLM's own field: its grammar backends enforce string bounds exactly, so the soft bound applies; and
+            # no free whitespace (a small model pads JSON with newlines). vLLM 0.32 takes the whitespace setting
+            # from the server's start (--structured-outputs-config), so padding is detected and warned about.
+            body["structured_outputs"] = {"json": out.bounded_schema(), "disable_any_whitespace": True}
         elif isinstance(out, JsonSchema) and self.structured != "none":
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": out.name, "schema": out.schema, "strict": True}}
@@ -190,7 +198,16 @@ class OpenAIEngine(Engine):
             except (ValueError, KeyError, TypeError):
                 return failure("invalid_output", f"expected {{\"answer\": <label>}}, got {text[:80]!r}",
                                text=text, finish_reason=finish, **counts)
+        if isinstance(request.output, JsonSchema) and self.structured == "vllm" and text and "\n" in text:
+            self._padded_json()
         return check_output(request, text, finish, **counts)
+
+    def _padded_json(self) -> None:
+        if not self.json_padded:
+            self.json_padded = True
+            warnings.warn(f"{self.base_url}: the vLLM server pads JSON answers with whitespace, which costs tokens "
+                          "and can cut verdicts at max_tokens; start it with --structured-outputs-config "
+                          "'{\"disable_any_whitespace\": true}'", stacklevel=2)
 
     def _clip(self, text: str, limit: int) -> str:
         """At most ``limit`` characters of a server's text, the key masked first (so no cut can expose a part)."""

@@ -123,7 +123,11 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
              for label in (labels if labels is not None else [None] * len(requests))]
     started = time.perf_counter()
     last_of: dict[int, float] = {}
+    if not engine.model:  # an endpoint names its model only when asked (GET /models)
+        await engine.start()
     plan = plan_requests(engine, requests, cache, retry_failed)
+    if plan.pending:  # a model is loaded only when something must be sent: a cached rerun starts nothing
+        await engine.start()
     results = plan.results
     for i in range(len(requests)):
         for book in books[i]:
@@ -174,10 +178,9 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
 
 
 def run_sync(engine: Engine, requests: Sequence[ChatRequest], **kwargs) -> list[ChatResult]:
-    """``run_requests`` from synchronous code: starts and closes the engine around the batch."""
+    """``run_requests`` from synchronous code; the engine is closed after the batch."""
 
     async def main() -> list[ChatResult]:
-        await engine.start()
         try:
             return await run_requests(engine, requests, **kwargs)
         finally:

@@ -1,109 +1,286 @@
-"""``vllm``: in-process ``vllm.LLM.chat`` with every prompt of a batch in one call (GPU).
+"""``vllm``: in-process vLLM (its ``AsyncLLM``): the GPU engine, and vLLM's CPU build in the tests.
 
-vLLM is an optional extra (``pip install 'ipm_prefdial[vllm]'``) imported only when this engine starts.
-``request_spec`` is the whole translation from our requests to vLLM's arguments, as plain data, so it is
-tested without vLLM installed.
+- Every request is a vLLM request of its own, and its answer comes back as soon as it is finished, so the runner
+  commits it at once (``stream_grouped``: a dialogue's requests in turn order on one stream, ``concurrency``
+  streams, vLLM batching whatever is in flight). A killed build loses only the requests in flight.
+- One vLLM instance per base model (``VLLMRuntime``). LoRA adapters of that base are engines of their own (their
+  identity is the base's and the adapter's), served by the same instance with a ``LoRARequest`` per request:
+  `ipm train`'s SP, RG and VM adapters on one base are one engine start, not three.
+- Structured outputs: choices, and JSON schemas with ``disable_any_whitespace`` (a small model otherwise pads the
+  JSON with newlines until ``max_tokens``).
+- vLLM's engine core runs in other processes; a watchdog (``engines.reaper``) kills them if this process is killed.
+- Settings pass through (``vllm:`` in the config file, ``--vllm-arg KEY=VALUE``) over defaults that work on a GPU
+  and on a CPU (where ``gpu_memory_utilization`` is the share of RAM vLLM reserves).
+
+vLLM is an optional extra imported only when the engine starts. ``request_spec`` is the translation from our
+requests to vLLM's sampling arguments as plain data, tested without vLLM.
 """
 
 from __future__ import annotations
 
-import asyncio
+import gc
+import json
+import os
+import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, JsonSchema, check_output
+from ipm_prefdial.engines.base import (
+    ChatRequest,
+    ChatResult,
+    Choice,
+    Engine,
+    JsonSchema,
+    check_output,
+    failure,
+    stream_grouped,
+)
 from ipm_prefdial.engines.identity import model_identity
 
+BUNDLED = "bundled"  # SmolLM2-135M-Instruct, dequantised once from the GGUF the project ships with (offline)
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
 
-def request_spec(request: ChatRequest, model: str) -> dict[str, Any]:
+
+def on_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def default_args(gpu: bool) -> dict[str, Any]:
+    """vLLM settings that work out of the box. On a CPU ``gpu_memory_utilization`` is the share of RAM reserved
+    (vLLM's 0.92 fails there), the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB, and eager mode saves the minute
+    that torch.compile takes at every start."""
+    if gpu:
+        return {"dtype": "auto", "gpu_memory_utilization": 0.90, "max_num_seqs": 256}
+    return {"dtype": "bfloat16", "gpu_memory_utilization": 0.30, "enforce_eager": True, "max_num_seqs": 32}
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model a PEFT adapter directory names, or None when ``path`` is not an adapter."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
+def adapter_rank(path: str) -> int:
+    config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    return max([int(config.get("r", 8)), *(int(v) for v in (config.get("rank_pattern") or {}).values())])
+
+
+def request_spec(request: ChatRequest, identity: str) -> dict[str, Any]:
     """The messages and the SamplingParams keyword arguments of one request, as plain data."""
     s = request.sampling
     params: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
-                              "seed": request.seed(model)}
+                              "seed": request.seed(identity)}
     if isinstance(request.output, Choice):
         params["structured_outputs"] = {"choice": list(request.output.labels)}
     elif isinstance(request.output, JsonSchema):
-        params["structured_outputs"] = {"json": request.output.schema}
+        # vLLM's grammar backends (xgrammar, guidance) enforce string bounds exactly, so the soft bound applies;
+        # no free whitespace (vLLM 0.32 reads that from the engine's settings: see VLLMRuntime.settings)
+        params["structured_outputs"] = {"json": request.output.bounded_schema(), "disable_any_whitespace": True}
     return {"messages": request.message_dicts(), "sampling": params}
 
 
 def sampling_params(vllm: Any, params: dict[str, Any]) -> Any:
-    """SamplingParams from ``request_spec``'s data, for vLLM >= 0.11 (structured_outputs) or older
-    releases (guided_decoding)."""
+    """SamplingParams from ``request_spec``'s data (vLLM >= 0.11: ``structured_outputs``)."""
     params = dict(params)
     structured = params.pop("structured_outputs", None)
     if structured is not None:
-        try:
-            from vllm.sampling_params import StructuredOutputsParams
+        from vllm.sampling_params import StructuredOutputsParams
 
-            params["structured_outputs"] = StructuredOutputsParams(**structured)
-        except ImportError:  # vLLM < 0.11
-            from vllm.sampling_params import GuidedDecodingParams
-
-            params["guided_decoding"] = GuidedDecodingParams(**structured)
+        params["structured_outputs"] = StructuredOutputsParams(**structured)
     return vllm.SamplingParams(**params)
 
 
-class VLLMEngine(Engine):
-    name = "vllm"
+class VLLMRuntime:
+    """One vLLM instance (one base model) and the adapters it serves."""
 
-    def __init__(self, model: str, *, lora: str | None = None, max_model_len: int = 8192, dtype: str = "bfloat16",
-                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, **llm_kwargs: Any):
-        self.model = model
-        self.base_model = model
-        self.context_tokens = max_model_len  # prompts over it lose their oldest history (Engine.fit)
-        self.lora = lora
-        self.llm_kwargs = {"max_model_len": max_model_len, "dtype": dtype, "tensor_parallel_size": tensor_parallel_size,
-                           "gpu_memory_utilization": gpu_memory_utilization, "enable_prefix_caching": True,
-                           **llm_kwargs}
-        self._llm: Any = None
-        self._vllm: Any = None
+    starts = 0  # engine starts in this process, all runtimes together (the tests count them)
+
+    def __init__(self, base: str, *, max_model_len: int, engine_args: dict[str, Any], adapters: Sequence[str] = ()):
+        self.base = base
+        self.max_model_len = max_model_len
+        self.engine_args = dict(engine_args)
+        self.adapters = list(dict.fromkeys(adapters))
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.vllm: Any = None
+        self.started = 0
+        self._reaper: Any = None
+
+    def settings(self, gpu: bool) -> dict[str, Any]:
+        """The AsyncEngineArgs keywords: defaults, then the user's settings, then what the adapters need."""
+        args: dict[str, Any] = {**default_args(gpu), "max_model_len": self.max_model_len,
+                                "enable_prefix_caching": True, "disable_log_stats": True,
+                                # compact JSON: vLLM applies this per engine, not per request, and only with
+                                # an explicit grammar backend (guidance: llguidance, as in the embedded engine)
+                                "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True},
+                                **self.engine_args}
+        if self.adapters:
+            rank = max(adapter_rank(a) for a in self.adapters)
+            args.setdefault("enable_lora", True)
+            args.setdefault("max_loras", len(self.adapters))
+            args.setdefault("max_lora_rank", next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1]))
+        return args
+
+    def lora_request(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        k = self.adapters.index(adapter) + 1
+        return LoRARequest(f"adapter-{k}", k, adapter)
 
     async def start(self) -> None:
-        if self._llm is not None:
+        if self.llm is not None:
             return
         try:
             import vllm
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
-            raise RuntimeError("the vllm engine needs vLLM on a CUDA machine: pip install 'ipm_prefdial[vllm]' "
-                               f"({exc}); elsewhere use --engine openai against `vllm serve`, or --engine local") \
-                from None
-        self._vllm = vllm
-        kwargs = dict(self.llm_kwargs)
-        if self.lora:
-            kwargs.setdefault("enable_lora", True)
-        self._llm = vllm.LLM(model=self.base_model, **kwargs)
+            raise RuntimeError(f"the vllm engine needs vLLM: pip install 'ipm_prefdial[vllm]' on a CUDA machine, or "
+                               f"make test-vllm for vLLM's CPU build ({exc}); elsewhere use --engine openai against "
+                               "`vllm serve`, or --engine local") from None
+        gpu = on_gpu()
+        if not gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        from ipm_prefdial.engines import reaper
+
+        self._reaper = reaper.watch()  # before the engine core exists, so it is noted from its first moment
+        self.vllm = vllm
+        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.base, **self.settings(gpu)))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.started += 1
+        VLLMRuntime.starts += 1
 
     async def close(self) -> None:
-        self._llm = None
+        """Shut the instance down and give its memory back before another one starts."""
+        if self.llm is not None:
+            self.llm.shutdown()
+            self.llm = None
+            self.tokenizer = None
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+        if self._reaper is not None:
+            self._reaper.terminate()
+            self._reaper.wait()
+            self._reaper = None
+
+
+def resolve_model(model: str | None, cache_dir: str | None = None) -> tuple[str, str | None]:
+    """(base model, adapter or None): an adapter directory is served on the base it names; no model (or
+    ``bundled``) is SmolLM2-135M-Instruct, dequantised once from the bundled GGUF into the cache directory."""
+    model = model or BUNDLED
+    lora = None
+    base = adapter_base(model)
+    if base is not None:
+        model, lora = base, model
+    if model == BUNDLED:
+        from ipm_prefdial.training.models import resolve_base
+
+        model = resolve_base(BUNDLED, cache_dir, log=lambda line: None)
+    return model, lora
+
+
+class VLLMEngine(Engine):
+    """A model served by a ``VLLMRuntime``: its base model, or one LoRA adapter on it."""
+
+    name = "vllm"
+
+    def __init__(self, model: str | None = None, *, lora: str | None = None, max_model_len: int = 8192,
+                 concurrency: int | None = None, runtime: VLLMRuntime | None = None, cache_dir: str | None = None,
+                 **engine_args: Any):
+        if lora is None:
+            model, lora = resolve_model(model, cache_dir)
+        self.model = model
+        self.lora = lora
+        self.runtime = runtime or VLLMRuntime(model, max_model_len=max_model_len, engine_args=engine_args,
+                                              adapters=[lora] if lora else [])
+        if lora and lora not in self.runtime.adapters:
+            self.runtime.adapters.append(lora)
+        self.context_tokens = self.runtime.max_model_len
+        streams = {**default_args(on_gpu()), **self.runtime.engine_args}.get("max_num_seqs", 32)
+        self.concurrency = concurrency or int(streams)  # as many streams as vLLM runs sequences at once
+
+    @classmethod
+    def group(cls, models: dict[str, str | None], *, max_model_len: int = 8192, concurrency: int | None = None,
+              cache_dir: str | None = None, **engine_args: Any) -> dict[str, VLLMEngine]:
+        """Engines for several roles: one runtime per base model, one engine per (base, adapter)."""
+        runtimes: dict[str, VLLMRuntime] = {}
+        engines: dict[tuple, VLLMEngine] = {}
+        out: dict[str, VLLMEngine] = {}
+        for role, model in models.items():
+            key = resolve_model(model, cache_dir)
+            if key not in engines:
+                base, lora = key
+                runtime = runtimes.setdefault(base, VLLMRuntime(base, max_model_len=max_model_len,
+                                                                engine_args=engine_args))
+                engines[key] = cls(base, lora=lora, concurrency=concurrency, runtime=runtime)
+            out[role] = engines[key]
+        return out
+
+    def host(self) -> object:
+        return self.runtime
+
+    async def start(self) -> None:
+        await self.runtime.start()
+
+    async def close(self) -> None:
+        await self.runtime.close()
 
     def _identify(self, memo) -> tuple[str, str]:
-        identity, name = model_identity(self.base_model, memo)
+        identity, name = model_identity(self.model, memo)
         if self.lora:
             lora_identity, name = model_identity(self.lora, memo)
             identity = f"{identity}+lora:{lora_identity}"
         return identity, name
 
     def describe(self) -> dict:
-        return {**super().describe(), "lora": self.lora is not None, "max_model_len": self.llm_kwargs["max_model_len"]}
+        return {**super().describe(), "lora": self.lora is not None, "max_model_len": self.runtime.max_model_len,
+                "engine_starts": self.runtime.started}
 
-    async def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
-        if not requests:
-            return
+    def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
+        return stream_grouped(requests, self.complete, self.concurrency)
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """One request, answered when vLLM finishes it. Never raises for a bad request; a dead engine stops the
+        run (every other request would fail the same way)."""
         await self.start()
-        specs = [request_spec(r, self.identity) for r in requests]
-        lora_request = None
-        if self.lora:
-            from vllm.lora.request import LoRARequest
-
-            lora_request = LoRARequest("adapter", 1, self.lora)
-        outputs = await asyncio.to_thread(
-            self._llm.chat, [s["messages"] for s in specs],
-            sampling_params=[sampling_params(self._vllm, s["sampling"]) for s in specs],
-            lora_request=lora_request, use_tqdm=True)
-        for i, (request, output) in enumerate(zip(requests, outputs, strict=True)):
-            completion = output.outputs[0]
-            usage = {"prompt_tokens": len(output.prompt_token_ids or []),
-                     "cached_tokens": int(getattr(output, "num_cached_tokens", 0) or 0),
-                     "completion_tokens": len(completion.token_ids or [])}
-            yield i, check_output(request, completion.text, completion.finish_reason, **usage)
+        runtime = self.runtime
+        spec = request_spec(request, self.identity)
+        ids = runtime.tokenizer.apply_chat_template(spec["messages"], tokenize=True, add_generation_prompt=True,
+                                                    return_dict=False)
+        if len(ids) + request.sampling.max_tokens > runtime.max_model_len:
+            return failure("context", f"{len(ids)} prompt tokens + max_tokens {request.sampling.max_tokens} exceed "
+                                      f"max_model_len {runtime.max_model_len}", prompt_tokens=len(ids))
+        params = sampling_params(runtime.vllm, spec["sampling"])
+        final = None
+        try:
+            async for output in runtime.llm.generate({"prompt_token_ids": ids}, params, f"ipm-{uuid.uuid4().hex}",
+                                                     lora_request=runtime.lora_request(self.lora)):
+                final = output
+        except (ValueError, TypeError) as exc:  # refused by vLLM's input checks
+            return failure("client_error", f"vLLM refused the request: {exc}", prompt_tokens=len(ids))
+        except Exception as exc:
+            if type(exc).__name__ == "EngineDeadError":
+                raise RuntimeError(f"vLLM's engine stopped: {exc}") from None
+            raise
+        if final is None or not final.outputs:
+            return failure("malformed_response", "vLLM returned no output", prompt_tokens=len(ids))
+        completion = final.outputs[0]
+        usage = {"prompt_tokens": len(ids), "cached_tokens": int(getattr(final, "num_cached_tokens", 0) or 0),
+                 "completion_tokens": len(completion.token_ids or [])}
+        return check_output(request, completion.text, completion.finish_reason, **usage)

@@ -128,12 +128,11 @@ async def _infer(cfg: InferConfig, progress) -> dict:
             options = {"context_tokens": cfg.context_tokens} if cfg.context_tokens and spec[0] == "transformers" else {}
             engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url, concurrency=cfg.concurrency,
                                         **options)
-            await engines[spec].start()
         engine = engines[spec]
-        models[task] = f"{engine.name}:{engine.display_name}"
         stats = Stats()
         results = await run_requests(engine, requests, cache=cache, progress=progress,
                                      description=f"{cfg.system} {task.upper()}", stats=stats)
+        models[task] = f"{engine.name}:{engine.display_name}"  # known once the run asked an endpoint its model
         accounting[task] = stats.as_dict()
         return results
 

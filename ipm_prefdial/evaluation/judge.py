@@ -55,7 +55,6 @@ async def _judge(predictions, engine_name, model, base_url, cache_dir, concurren
     cache = RequestCache.in_dir(Path(cache_dir) if cache_dir else default_cache_dir())
     stats = Stats()
     try:
-        await engine.start()
         results = await run_requests(engine, requests, cache=cache, progress=progress, description="judging replies",
                                      stats=stats)
     finally:
