@@ -72,6 +72,10 @@ def test_outputs_and_checkpoints(run):
         assert (out / task / "sft" / "config.json").is_file()  # merged SFT model: the DPO reference
         adapter = json.loads((out / task / "dpo" / "adapter_config.json").read_text())
         assert adapter["base_model_name_or_path"] == str(out / task / "sft")
+        # SFT then DPO as one adapter on the original base (rank 8 + 8 in --quick): the model vLLM serves
+        final = json.loads((out / task / "final" / "adapter_config.json").read_text())
+        assert final["base_model_name_or_path"] == run["metrics"]["base_model"] and final["r"] == 16
+        assert run["metrics"][task]["final"]["max_abs_logit_diff"] < 1e-3  # fp32: equal up to rounding
     report = (out / "report.md").read_text()
     assert "Decoupled vs joint" in report and "held-out pref. acc." in report and "--quick" in report
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,9 +2,11 @@
 model, then test-turn evaluation of the decoupled and joint systems after each stage.
 
 Checkpoints: ``<out>/<task>/sft`` is the SFT model with its LoRA adapter merged (a full checkpoint, the DPO
-reference and starting point); ``<out>/<task>/dpo`` is the DPO LoRA adapter on top of it (``adapter_config.json``
-names the SFT directory as its base), or a full checkpoint with ``lora: false``. Both load in the
-``transformers`` engine, so ``ipm build --sp-model <out>/sp/dpo`` mines with them.
+reference and starting point; the adapter itself is kept in ``sft-lora``); ``<out>/<task>/dpo`` is the DPO LoRA
+adapter on top of it (``adapter_config.json`` names the SFT directory as its base), or a full checkpoint with
+``lora: false``; ``<out>/<task>/final`` is SFT then DPO as one adapter on the original base (``training.export``),
+so one vLLM instance serves SP, RG and VM. All load in the ``transformers`` engine, so ``ipm build --sp-model
+<out>/sp/dpo`` mines with them.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def run_sft(task: str, base: str, cfg: TrainConfig, out: Path, log) -> dict:
     target = out / task / "sft"
     trained = trainer.model
     if cfg.lora:
+        trained.save_pretrained(out / task / "sft-lora", safe_serialization=True)  # for the final adapter export
         trained = trained.merge_and_unload()
     trained.save_pretrained(target, safe_serialization=True)
     tok.save_pretrained(target)

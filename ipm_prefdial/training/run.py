@@ -38,6 +38,14 @@ def train(cfg: TrainConfig, log=print, cache_dir: str | None = None) -> dict:
         dpo = run_dpo(task, sft["checkpoint"], cfg, out, log)
         logs[f"{task}-dpo"] = dpo.pop("log_history")
         metrics[task] = {"sft": sft, "dpo": dpo}
+        if cfg.lora:  # SFT then DPO as one adapter on the original base: one vLLM instance serves all models
+            from ipm_prefdial.training.export import export_final_adapter
+
+            final = export_final_adapter(base, out / task / "sft-lora", out / task / "dpo", out / task / "final",
+                                         sft_merged=out / task / "sft")
+            metrics[task]["final"] = final
+            log(f"{task.upper()} final adapter on the base (rank {final['rank']}): {final['checkpoint']}; largest "
+                f"logit difference from the merged model {final['max_abs_logit_diff']:.2e}")
         write_json(out / "metrics.json", metrics)  # progress survives an interrupted run
     write_json(out / "trainer_logs.json", logs)
     for arm in cfg.arms:
