@@ -173,8 +173,8 @@ def test_sp_rg_and_vm_adapters_are_served_by_one_vllm_instance(models, corpus, t
     adapters = {task: make_adapter(base, tmp_path / "runs" / task, seed) for seed, task in enumerate(("sp", "rg",
                                                                                                         "vm"))}
     cache, out = cache_with(models, tmp_path / "cache"), tmp_path / "ds"
-    result = ipm("build", "--stage", "all", "--no-judge", "--engine", "vllm", *corpus,
-                 "--sp-model", str(adapters["sp"]), "--rg-model", str(adapters["rg"]), "--vm-model", str(adapters["vm"]),
+    models_of = [arg for task in ("sp", "rg", "vm") for arg in (f"--{task}-model", str(adapters[task]))]
+    result = ipm("build", "--stage", "all", "--no-judge", "--engine", "vllm", *corpus, *models_of,
                  "--cache-dir", str(cache), "--out", str(out))
     logged = result.stdout + result.stderr
     assert logged.count(ENGINE_STARTS) == 1, logged[-3000:]  # one vLLM instance for the three models
