@@ -35,6 +35,7 @@ def export_final_adapter(base: str, sft_adapter: str | Path, dpo_adapter: str | 
     peft.set_adapter("final")
     peft.delete_adapter("sft")
     peft.delete_adapter("dpo")
+    peft.eval()  # the new adapter's dropout layers are created in training mode: the check must not drop anything
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     peft.save_pretrained(str(tmp), selected_adapters=["final"], safe_serialization=True)
@@ -62,6 +63,7 @@ def _logit_gap(final, sft_merged: str, dpo_adapter: str, tok, dt) -> float:
     from transformers import AutoModelForCausalLM
 
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_merged, dtype=dt), dpo_adapter)
+    reference.eval()
     gap = 0.0
     with torch.no_grad():
         for text in CHECK_PROMPTS:
