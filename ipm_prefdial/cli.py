@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -79,6 +80,13 @@ def build(
                                                         "there is trimmed to its last full sentence."),
     vm_max_tokens: int | None = typer.Option(None, help="Answer bound of VM requests (default 192)."),
     judge_max_tokens: int | None = typer.Option(None, help="Answer bound of judge requests (default 320)."),
+    executor: str | None = typer.Option(None, help="local (default): this process | ray: engines in Ray actors "
+                                                   "(RAY_ADDRESS or --ray-address, else a local Ray)."),
+    workers: int | None = typer.Option(None, help="Ray workers, each owning one engine (default 2)."),
+    worker_cpus: float | None = typer.Option(None, help="CPUs per Ray worker (default: the cluster's shared out, at "
+                                                        "most 1; an embedded engine uses as many threads)."),
+    worker_gpus: float | None = typer.Option(None, help="GPUs per Ray worker (default 0)."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else local)."),
     vllm_arg: list[str] | None = typer.Option(None, "--vllm-arg", help="A vLLM engine setting, KEY=VALUE "
                                                                       "(repeatable; e.g. max_num_seqs=64, "
                                                                       "tensor_parallel_size=2)."),
@@ -102,7 +110,9 @@ def build(
         cfg = BuildConfig.load(config, source=source, source_path=source_path, split=split, seed=seed, stage=stage,
                                limit=limit, out=out_dir, dataset_version=dataset_version, on_invalid=on_invalid,
                                cache_dir=cache_dir, prompts_dir=prompts_dir, trim_tokens=trim_tokens,
-                               trim_tokenizer=trim_tokenizer, engine=engine, base_url=base_url,
+                               trim_tokenizer=trim_tokenizer, engine=engine, base_url=base_url, executor=executor,
+                               workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus,
+                               ray_address=ray_address,
                                model=model, sp_model=sp_model, rg_model=rg_model, vm_model=vm_model,
                                concurrency=concurrency, context_tokens=context_tokens, samples=samples,
                                temperature=temperature, top_p=top_p,
@@ -143,6 +153,15 @@ def build(
     for config, info in (m.get("judge") or {}).items():
         out.print(f"judge {config}: {_accounting(info['accounting'])}, {info['retained']} of {info['judged']} "
                   f"retained ({info['judge_failures']} judge failures)")
+    pools: dict[str, tuple[list[str], dict]] = {}  # one Ray pool may serve several roles
+    for role, d in (m.get("models") or {}).items():
+        if "per_worker" in d:
+            pools.setdefault(json.dumps(d["per_worker"]), ([], d))[0].append(role.upper())
+    for roles, d in pools.values():
+        rates = "; ".join(f"worker {k}: {w['answered']} answers" + (f" at {w['requests_per_s']}/s"
+                                                                    if w["requests_per_s"] else "")
+                          + (f", {w['deaths']} restarts" if w["deaths"] else "") for k, w in enumerate(d["per_worker"]))
+        out.print(f"ray {'+'.join(roles)} ({d['workers']} workers): {rates}")
 
 
 DRY_RUN_COLUMNS = (("requests", "requests"), ("cached", "cached"), ("send", "to send"),
@@ -277,7 +296,6 @@ def evaluate(
 ) -> None:
     """Strategy metrics (Q, weighted F1, preference p, bias B; lenient and strict), reference metrics (BLEU,
     Distinct, ROUGE-L, F1, length) and optional judge scores of one or more predictions files."""
-    import json
     import time
 
     from ipm_prefdial.evaluation.evaluate import PredictionsError, label_of, read_predictions

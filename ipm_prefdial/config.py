@@ -86,6 +86,17 @@ class BuildConfig:
     sp_max_tokens: int = 32
     rg_max_tokens: int = 160
     vm_max_tokens: int = 192
+    executor: str = "local"
+    """Where requests are answered: local (this process) | ray (engines in Ray actors, on a cluster or locally)."""
+    workers: int = 2
+    """Ray workers (--executor ray); each owns one engine for its whole life and answers whole dialogues."""
+    worker_cpus: float | None = None
+    """CPUs per Ray worker (default: the cluster's CPUs shared out, at most 1); an embedded engine uses as many
+    threads."""
+    worker_gpus: float = 0.0
+    """GPUs per Ray worker (vLLM: tensor_parallel_size GPUs each)."""
+    ray_address: str | None = None
+    """Ray cluster to join (default: RAY_ADDRESS, else a local Ray on this machine)."""
     vllm: dict = dataclasses.field(default_factory=dict)
     """vLLM engine settings (AsyncEngineArgs keywords, e.g. max_num_seqs, gpu_memory_utilization, tensor_parallel_size,
     enforce_eager) over the engine's defaults; on the command line --vllm-arg KEY=VALUE (repeatable)."""

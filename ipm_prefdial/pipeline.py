@@ -5,6 +5,7 @@ and put the response-level pairs in front of the judge. Engines are made here an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,18 @@ def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engin
     specs = engine_specs(cfg)
     instances: dict[tuple, Engine] = {}
     engines: dict[str, Engine] = {}
+    if cfg.executor == "ray":
+        from ipm_prefdial.executors.ray_executor import RayEngine, RayOptions
+
+        options = RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address)
+        for role, (name, model, base_url) in specs.items():
+            key = (name, model, base_url)
+            if key not in instances:
+                spec = {"name": name, "model": model, "base_url": base_url, "concurrency": cfg.concurrency,
+                        "context_tokens": cfg.context_tokens, "options": dict(cfg.vllm) if name == "vllm" else {}}
+                instances[key] = RayEngine(spec, options)
+            engines[role] = instances[key]
+        return instances, engines
     vllm_roles = {role: model for role, (name, model, _) in specs.items() if name == "vllm"}
     if vllm_roles:
         from ipm_prefdial.engines.vllm_engine import VLLMEngine
@@ -138,7 +151,7 @@ async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: 
     """Per task: requests, how many the cache answers, how many would be sent, and token estimates of those,
     without loading a model or sending a request (an endpoint with no --model is asked its model id). Judge
     requests are known for the pairs whose policy answers are cached; the rest is bounded by one per answer."""
-    instances, engines = make_engines(cfg)
+    instances, engines = make_engines(dataclasses.replace(cfg, executor="local"))  # plans need no workers
     cache = open_cache(cfg)
     policy = policy_sampling(cfg)
     all_turns = mined_turns(per_split)
@@ -211,6 +224,8 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
     by_strategy: dict[str, Counter] = defaultdict(Counter)
     try:
         with progress_bar(console) as progress:
+            for engine in instances.values():  # the Ray executor shows a line per worker
+                getattr(engine, "attach_progress", lambda _: None)(progress)
             all_turns = mined_turns(per_split)
             jobs = {task: [(split, t, r) for split in MINED_SPLITS for t in all_turns[split]
                            for r in policy_requests(task, t, prompts, policy, trim)] for task in TASKS}

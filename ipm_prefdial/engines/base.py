@@ -7,6 +7,8 @@ derived from the model id, the messages, the sampling, the output constraint and
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import hashlib
 import json
 import re
@@ -171,13 +173,23 @@ def check_output(request: ChatRequest, text: str | None, finish_reason: str | No
     if isinstance(out, JsonSchema):
         try:
             obj = json.loads(_strip_fence(text))
-            jsonschema.validate(obj, out.schema)
+            _validator(out.schema_json).validate(obj)
         except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
             message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
             return failure("invalid_output", f"JSON does not fit the schema: {message}", text=text,
                            finish_reason=finish_reason, **usage)
         return ChatResult(text=text, parsed=obj, finish_reason=finish_reason, **usage)
     return ChatResult(text=text, parsed=text.strip(), finish_reason=finish_reason, **usage)
+
+
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str):
+    """A checked, compiled validator per schema: ``jsonschema.validate`` checks the schema itself at every call
+    (about 4 ms for the judge's), which dominated the CPU time of a judge request."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def match_label(text: str, labels: Sequence[str]) -> str | None:
@@ -231,8 +243,16 @@ class Engine(ABC):
         self.identify()
         return self._display or self.model
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Acquire resources (load a model, start a server). Called once before the first request."""
+    async def start(self) -> None:
+        """Acquire resources (load a model, start a server, ask an endpoint its model) once, however many callers
+        ask at the same time (a Ray worker's slots, the LoRA views of one vLLM instance)."""
+        locks = self.__dict__.setdefault("_start_locks", {})
+        lock = locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+        async with lock:
+            await self._start()
+
+    async def _start(self) -> None:  # noqa: B027 - optional hook
+        """The engine's own start; idempotent, and run by ``start`` under its lock."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release them. Safe to call twice."""
@@ -256,44 +276,37 @@ class Engine(ABC):
         return {"engine": self.name, "model": self.display_name, "identity": self.identity}
 
 
-async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency: int
-                         ) -> AsyncIterator[tuple[int, ChatResult]]:
-    """Run ``complete`` (which never raises) over requests with ``concurrency`` workers. A worker takes a whole
-    group and sends its requests in order, so one dialogue's growing prompts meet a warm prefix cache.
-
-    Backpressure: a worker sends its next request only once the consumer has taken its previous result and come
-    back for another (the runner commits each result before it does), so at any moment at most ``concurrency``
-    results are answered but not committed, and a killed run loses at most the requests in flight, however
-    fast the server answers and however busy the consumer is."""
+def dialogue_groups(requests: Sequence[ChatRequest]) -> list[list[int]]:
+    """Request indices by group (one dialogue's requests, in order), longest groups first: a long dialogue started
+    last would leave the other streams idle at the end."""
     groups: dict[object, list[int]] = {}
     for i, request in enumerate(requests):
         groups.setdefault(request.group if request.group is not None else ("#", i), []).append(i)
-    todo: asyncio.Queue[list[int]] = asyncio.Queue()
-    # Longest groups first: a long dialogue started last would leave the other slots idle at the end.
-    for indices in sorted(groups.values(), key=len, reverse=True):
-        todo.put_nowait(indices)
-    done: asyncio.Queue[tuple[int, ChatResult, asyncio.Future]] = asyncio.Queue()  # one entry per worker at most
-    loop = asyncio.get_running_loop()
+    return sorted(groups.values(), key=len, reverse=True)
 
-    async def worker() -> None:
-        while not todo.empty():
-            for i in todo.get_nowait():
-                result = await complete(requests[i])
-                taken: asyncio.Future = loop.create_future()
-                await done.put((i, result, taken))
-                await taken  # released when the consumer comes back after handling this result
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(groups))))]
+async def hand_over(done: asyncio.Queue, i: int, result: ChatResult) -> None:
+    """A producer's side of ``handed_out``: put the result, then wait until the consumer has dealt with it."""
+    taken: asyncio.Future = asyncio.get_running_loop().create_future()
+    await done.put((i, result, taken))
+    await taken
+
+
+async def handed_out(done: asyncio.Queue, producers: list[asyncio.Task], n: int
+                     ) -> AsyncIterator[tuple[int, ChatResult]]:
+    """Yield the ``n`` results the producers hand over. A producer is released when the consumer comes back for the
+    next result (the runner commits each result before it does): at most one result per producer is ever answered
+    but not committed. A producer that crashes raises here; the producers are cancelled at the end."""
     handed: asyncio.Future | None = None
     try:
-        for _ in range(len(requests)):
-            if handed is not None:  # the consumer is back: the previous result is handled (committed)
+        for _ in range(n):
+            if handed is not None:
                 handed.set_result(None)
                 handed = None
             getter = asyncio.create_task(done.get())
-            await asyncio.wait([getter, *workers], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([getter, *producers], return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
-                crashed = next((w for w in workers if w.done() and w.exception()), None)
+                crashed = next((p for p in producers if p.done() and p.exception()), None)
                 if crashed is not None:
                     getter.cancel()
                     raise crashed.exception()  # type: ignore[misc]
@@ -301,9 +314,30 @@ async def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency:
             i, result, handed = getter.result()
             yield i, result
     finally:
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        for p in producers:
+            p.cancel()
+        await asyncio.gather(*producers, return_exceptions=True)
+
+
+def stream_grouped(requests: Sequence[ChatRequest], complete, concurrency: int
+                   ) -> AsyncIterator[tuple[int, ChatResult]]:
+    """Run ``complete`` (which never raises) over requests with ``concurrency`` workers. A worker takes a whole
+    group and sends its requests in order, so one dialogue's growing prompts meet a warm prefix cache.
+
+    Backpressure: a worker sends its next request only once the consumer has taken its previous result and come
+    back for another (the runner commits each result before it does), so at any moment at most ``concurrency``
+    results are answered but not committed, and a killed run loses at most the requests in flight, however
+    fast the server answers and however busy the consumer is."""
+    todo = collections.deque(dialogue_groups(requests))
+    done: asyncio.Queue = asyncio.Queue()  # one entry per worker at most
+
+    async def worker() -> None:
+        while todo:
+            for i in todo.popleft():
+                await hand_over(done, i, await complete(requests[i]))
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(todo))))]
+    return handed_out(done, workers, len(requests))
 
 
 CHARS_PER_TOKEN = 3.5  # a deliberately low estimate for English BPE text: overestimates the token count

@@ -68,11 +68,11 @@ class LocalEngine(OpenAIEngine):
         self.threads = threads or default_threads()
         self._server = None
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         if self._server is None:
             self._server = await asyncio.to_thread(self._launch)
             self.base_url = self._server.listening_address.rstrip("/") + "/v1"
-        await super().start()
+        await super()._start()
 
     def _launch(self):
         import xllamacpp

@@ -59,7 +59,7 @@ class OpenAIEngine(Engine):
         self._client: httpx.AsyncClient | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def _start(self) -> None:
         if self._client is not None:
             return
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}

@@ -40,7 +40,7 @@ class TransformersEngine(Engine):
         self._lm: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def _start(self) -> None:
         if self._lm is None:
             await asyncio.to_thread(self._load)
 

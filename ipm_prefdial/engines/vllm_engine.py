@@ -18,6 +18,7 @@ requests to vLLM's sampling arguments as plain data, tested without vLLM.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -113,6 +114,7 @@ class VLLMRuntime:
         self.vllm: Any = None
         self.started = 0
         self._reaper: Any = None
+        self._lock: asyncio.Lock | None = None
 
     def settings(self, gpu: bool) -> dict[str, Any]:
         """The AsyncEngineArgs keywords: defaults, then the user's settings, then what the adapters need."""
@@ -138,6 +140,13 @@ class VLLMRuntime:
         return LoRARequest(f"adapter-{k}", k, adapter)
 
     async def start(self) -> None:
+        """Start the instance once, however many of its engines (LoRA views) ask at the same time."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            await self._start()
+
+    async def _start(self) -> None:
         if self.llm is not None:
             return
         try:
@@ -235,7 +244,7 @@ class VLLMEngine(Engine):
     def host(self) -> object:
         return self.runtime
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         await self.runtime.start()
 
     async def close(self) -> None:

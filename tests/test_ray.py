@@ -1,0 +1,135 @@
+"""`--executor ray`: engines in Ray actors on a local Ray (this machine's 2 CPUs), the driver keeping the cache.
+The same build with Ray and without gives the same bytes; a killed worker costs only its requests in flight."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_llm import FakeLLM, read_log
+
+from conftest import ESCONV_JSON
+from ipm_prefdial.validate import validate
+
+pytestmark = pytest.mark.ray
+IPM = [sys.executable, "-m", "ipm_prefdial.cli"]
+
+
+def build(url: str, out: Path, cache: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`ipm build --stage all --limit 3` against the test server, in a process of its own (its own local Ray)."""
+    args = [*IPM, "build", "--source-path", str(ESCONV_JSON), "--stage", "all", "--limit", "3", "--engine", "openai",
+            "--base-url", url, "--concurrency", "4", "--trim-tokenizer", "none", "--out", str(out),
+            "--cache-dir", str(cache), *extra]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def parquet(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*.parquet"))}
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def sent(m: dict) -> int:
+    return sum(s["accounting"]["sent"] for s in [*m["mining"].values(), *(m["judge"] or {}).values()])
+
+
+@pytest.fixture(scope="module")
+def local_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-local")
+    with FakeLLM() as url:
+        build(url, root / "ds", root / "cache")
+    return root / "ds"
+
+
+def test_ray_and_local_give_the_same_bytes_and_a_rerun_sends_nothing(local_build, tmp_path):
+    with FakeLLM(tmp_path / "answered.jsonl") as url:
+        first = build(url, tmp_path / "ds", tmp_path / "cache", "--executor", "ray", "--workers", "2")
+        answered = len(read_log(tmp_path / "answered.jsonl"))
+        build(url, tmp_path / "again", tmp_path / "cache", "--executor", "ray", "--workers", "2")
+    assert parquet(tmp_path / "ds") == parquet(local_build)
+    m = manifest(tmp_path / "ds")
+    assert m["executor"] == {"kind": "ray", "workers": 2}
+    pool = m["models"]["rg"]
+    assert pool["executor"] == "ray" and len(pool["per_worker"]) == 2
+    assert all(w["answered"] > 0 for w in pool["per_worker"])  # both workers answered
+    assert sum(w["answered"] for w in pool["per_worker"]) == sent(m) == answered
+    assert "ray SP+RG+VM+JUDGE (2 workers): worker 0:" in " ".join(first.stdout.split())
+    assert sent(manifest(tmp_path / "again")) == 0 and len(read_log(tmp_path / "answered.jsonl")) == answered
+    assert parquet(tmp_path / "again") == parquet(local_build)
+
+
+def committed(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_a_killed_worker_is_restarted_and_costs_only_its_requests_in_flight(local_build, tmp_path):
+    import psutil
+
+    log, cache, out = tmp_path / "answered.jsonl", tmp_path / "cache", tmp_path / "ds"
+    server = FakeLLM(log, latency=0.05).start()
+    args = [*IPM, "build", "--source-path", str(ESCONV_JSON), "--stage", "all", "--limit", "3", "--engine",
+            "openai", "--base-url", server.url, "--concurrency", "4", "--trim-tokenizer", "none", "--out", str(out),
+            "--cache-dir", str(cache), "--executor", "ray", "--workers", "2"]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while committed(cache / "requests.sqlite") < 150:
+            assert child.poll() is None, child.communicate()[1][-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        workers = [p for p in psutil.process_iter(["cmdline"]) if "EngineWorker" in " ".join(p.info["cmdline"] or [])]
+        assert len(workers) == 2, [p.info["cmdline"] for p in workers]
+        killed_at = time.time()
+        os.kill(workers[0].pid, signal.SIGKILL)
+        stdout, stderr = child.communicate(timeout=240)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        server.stop()
+    assert child.returncode == 0, stderr[-3000:]
+    assert parquet(out) == parquet(local_build)  # the build completed, the same bytes
+    m = manifest(out)
+    assert sum(w["deaths"] for w in m["models"]["rg"]["per_worker"]) >= 1
+    assert "restarts" in " ".join(stdout.split())
+    # the server's own log: nothing answered well before the kill was asked again (only requests in flight may be)
+    lines = read_log(log)
+    before = {line["sha256"] for line in lines if line["t"] < killed_at - 1.0}
+    after = [line["sha256"] for line in lines if line["t"] >= killed_at]
+    assert before and not before & set(after)
+    assert len(lines) - len({line["sha256"] for line in lines}) <= 8  # at most the 2 x 4 slots in flight, twice
+
+
+def test_ray_workers_on_the_real_embedded_engine(tmp_path):
+    """Two workers, each with its own llama.cpp on one thread (this machine has two cores)."""
+    out, cache = tmp_path / "ds", tmp_path / "cache"
+    common = ["--source-path", str(ESCONV_JSON), "--split", "hf", "--limit", "1", "--stage", "all", "--no-judge",
+              "--sp-max-tokens", "4", "--rg-max-tokens", "16", "--vm-max-tokens", "16", "--cache-dir", str(cache)]
+    result = subprocess.run([*IPM, "build", *common, "--out", str(out), "--executor", "ray", "--workers", "2"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = validate(out)
+    assert report.ok, report.lines()
+    pool = manifest(out)["models"]["sp"]
+    assert pool["engine"] == "local" and pool["threads"] == 1  # the worker's CPU share, not every core
+    assert [w["answered"] > 0 for w in pool["per_worker"]] == [True, True]
+    again = subprocess.run([*IPM, "build", *common, "--out", str(tmp_path / "again")], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sent(manifest(tmp_path / "again")) == 0  # the local executor replays what the Ray workers answered
+    assert parquet(tmp_path / "again") == parquet(out)
