@@ -78,16 +78,20 @@ class Server:
 
 
 def role(proc: psutil.Process) -> str:
+    """What a process of ours is: by its executable's name (raylet, gcs_server) or Ray's process title."""
     try:
-        text = " ".join(proc.cmdline()) or proc.name()
+        name, cmdline = proc.name(), proc.cmdline()
     except psutil.Error:
         return "gone"
-    if "EngineWorker" in text:
-        return "ray workers"
-    if "raylet" in text:
+    title = cmdline[0] if cmdline else name
+    if name == "raylet" or title.endswith("/raylet"):
         return "raylet"
-    if "gcs_server" in text:
+    if name == "gcs_server" or title.endswith("/gcs_server"):
         return "ray gcs"
+    if title.startswith("ray::EngineWorker"):
+        return "ray workers"
+    if title.startswith("ray::IDLE") or "default_worker.py" in " ".join(cmdline):
+        return "ray idle"  # a worker not yet given an actor: looked at again at the next sample
     return "ray other"
 
 
@@ -114,8 +118,8 @@ class Sampler(threading.Thread):
                 try:
                     t = p.cpu_times()
                     total += p.memory_info().rss
-                    name = self.cpu.get(p.pid, (None, 0))[0] or role(p)
-                    self.cpu[p.pid] = (name, t.user + t.system)
+                    known = self.cpu.get(p.pid, ("ray idle", 0.0))[0]
+                    self.cpu[p.pid] = (role(p) if known == "ray idle" else known, t.user + t.system)
                 except psutil.Error:
                     pass
             self.peak_total = max(self.peak_total, total)
@@ -212,10 +216,45 @@ def part_profile() -> None:
             r = ipm_build(server.url, work, "--limit", "40", "--concurrency", "64", profile=work / "driver.prof")
         finally:
             server.stop()
-        print(f"driver profile (local executor, --limit 40: {r['sent']:,} requests; cProfile inflates the times): "
-              "own time of the top functions")
         stats = pstats.Stats(str(work / "driver.prof"))
-        stats.sort_stats("tottime").print_stats(18)
+    areas: dict[str, float] = {}
+    for (filename, _, function), (_, _, own, _, _) in stats.stats.items():
+        areas[area(filename, function)] = areas.get(area(filename, function), 0.0) + own
+    total = sum(areas.values())
+    print(f"driver profile (local executor, --limit 40: {r['sent']:,} requests sent; cProfile's own overhead "
+          f"inflates it): {total:.1f} s of own time in all, {1000 * total / r['sent']:.2f} ms per request sent")
+    for name, own in sorted(areas.items(), key=lambda kv: -kv[1])[:14]:
+        print(f"  {name:<44}{own:>7.2f} s {100 * own / total:>5.1f}%")
+    print("top functions by own time:")
+    stats.sort_stats("tottime").print_stats(12)
+
+
+AREAS = (("/aiohttp/", "HTTP client (aiohttp)"), ("/httpx/", "HTTP client (httpx)"),
+         ("/httpcore/", "HTTP client (httpx)"), ("/anyio/", "HTTP client (httpx)"), ("/h11/", "HTTP client (httpx)"),
+         ("/multidict/", "HTTP client (aiohttp)"), ("/yarl/", "HTTP client (aiohttp)"),
+         ("/asyncio/", "event loop (asyncio)"), ("/json/", "JSON"), ("/sqlite3/", "request cache (sqlite)"),
+         ("/rich/", "progress bar (rich)"), ("/pyarrow/", "parquet (pyarrow)"), ("/datasets/", "datasets"),
+         ("/jsonschema", "output checks (jsonschema)"), ("/jinja2/", "prompt templates (jinja2)"),
+         ("/ipm_prefdial/engines/", "ours: engines, runner, cache"), ("/ipm_prefdial/", "ours: pipeline"),
+         ("<frozen importlib", "imports"), ("/site-packages/", "other libraries"))
+
+
+def area(filename: str, function: str) -> str:
+    """Where a profiled function belongs, by its file (C functions by their name)."""
+    if filename == "~":
+        if "sqlite3" in function:
+            return "request cache (sqlite)"
+        if "json" in function or "_json" in function:
+            return "JSON"
+        if "socket" in function or "select" in function or "epoll" in function:
+            return "sockets"
+        if "sha256" in function or "hashlib" in function:
+            return "hashing"
+        return "builtins"
+    for marker, name in AREAS:
+        if marker in filename:
+            return name
+    return "standard library (other)"
 
 
 def main() -> None:

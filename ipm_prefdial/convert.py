@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ipm_prefdial.engines.base import message_dict
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.sources import Dialogue
 from ipm_prefdial.tokens import Trimmer
@@ -98,10 +99,8 @@ def sp_history_text(history: tuple[Message, ...]) -> str:
 
 
 def _chat(history: tuple[Message, ...], *, tag: bool) -> list[dict[str, str]]:
-    return [
-        {"role": m.role, "content": tagged(m.strategy, m.content) if tag and m.strategy else m.content}
-        for m in history
-    ]
+    # shared message dicts (``message_dict``): the rows of a dialogue repeat its history
+    return [message_dict(m.role, tagged(m.strategy, m.content) if tag and m.strategy else m.content) for m in history]
 
 
 def sp_prompt(turn: Turn, prompts: Prompts) -> list[dict[str, str]]:

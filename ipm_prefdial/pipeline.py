@@ -14,7 +14,7 @@ from rich.console import Console
 
 from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.convert import Turn, sp_history_text, turns
-from ipm_prefdial.engines import Engine, RequestCache, Sampling, Stats, make_engine, run_requests
+from ipm_prefdial.engines import Engine, RequestCache, Sampling, Stats, make_engine, run_coroutine, run_requests
 from ipm_prefdial.engines.base import estimate_tokens
 from ipm_prefdial.engines.runner import plan_requests
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
@@ -143,7 +143,7 @@ def open_cache(cfg: BuildConfig) -> RequestCache | None:
 
 def dry_run_estimate(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,
                      trim: Trimmer | None = None) -> dict:
-    return asyncio.run(_dry_run(per_split, prompts, cfg, trim))
+    return run_coroutine(_dry_run(per_split, prompts, cfg, trim))
 
 
 async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,
@@ -209,7 +209,7 @@ def _plan_row(plan, jobs: list) -> dict:
 
 def mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig, console: Console,
          trim: Trimmer | None = None) -> MiningOutput:
-    return asyncio.run(_mine(per_split, prompts, cfg, console, trim))
+    return run_coroutine(_mine(per_split, prompts, cfg, console, trim))
 
 
 async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: BuildConfig,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, JsonSchema, Sampling
 from ipm_prefdial.engines.cache import CacheError, RequestCache
-from ipm_prefdial.engines.runner import Stats, run_requests, run_sync
+from ipm_prefdial.engines.runner import Stats, run_coroutine, run_requests, run_sync
 
 ENGINES = ("local", "openai", "vllm", "transformers")
 
@@ -49,4 +49,4 @@ def make_engine(name: str, *, model: str | None = None, base_url: str | None = N
 
 
 __all__ = ["ENGINES", "CacheError", "ChatRequest", "ChatResult", "Choice", "Engine", "JsonSchema", "RequestCache",
-           "Sampling", "Stats", "make_engine", "run_requests", "run_sync"]
+           "Sampling", "Stats", "make_engine", "run_coroutine", "run_requests", "run_sync"]

@@ -14,7 +14,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import jsonschema
@@ -77,6 +77,14 @@ class JsonSchema:
 Output = Choice | JsonSchema | None
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def message_dict(role: str, content: str) -> dict[str, str]:
+    """``{"role": role, "content": content}``, one shared object per distinct message. A dialogue's rows repeat
+    its history (turn k's prompt holds every earlier message), so without sharing a full build keeps O(turns^2)
+    copies of these dicts: several hundred MB. Shared, so never mutated: build a new dict to change one."""
+    return {"role": role, "content": content}
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 0.7
@@ -97,10 +105,18 @@ class ChatRequest:
         return cls(tuple((m["role"], m["content"]) for m in messages), **kwargs)
 
     def message_dicts(self) -> list[dict[str, str]]:
-        return [{"role": role, "content": content} for role, content in self.messages]
+        return [message_dict(role, content) for role, content in self.messages]
 
     def key(self, model: str) -> str:
-        """Content address: what is asked, of which model; not who answers it, not the group."""
+        """Content address: what is asked, of which model; not who answers it, not the group. Remembered per
+        model on the request (a request is keyed, seeded and described several times on its way)."""
+        memo = self.__dict__.setdefault("_keys", {})
+        known = memo.get(model)
+        if known is None:
+            known = memo[model] = self._key(model)
+        return known
+
+    def _key(self, model: str) -> str:
         payload = {
             "model": model,
             "messages": self.messages,
@@ -143,12 +159,15 @@ class ChatResult:
         return self.error_kind is None
 
     def to_json(self) -> str:
-        data = {k: v for k, v in asdict(self).items() if k not in ("from_cache", "attempts")}
+        data = {name: getattr(self, name) for name in _STORED_FIELDS}  # JSON values already: no deep copy
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ChatResult:
         return cls(**json.loads(text), from_cache=True)
+
+
+_STORED_FIELDS = tuple(f.name for f in fields(ChatResult) if f.name not in ("from_cache", "attempts"))
 
 
 def failure(kind: str, message: str, **kwargs: Any) -> ChatResult:
@@ -297,21 +316,21 @@ async def handed_out(done: asyncio.Queue, producers: list[asyncio.Task], n: int
     """Yield the ``n`` results the producers hand over. A producer is released when the consumer comes back for the
     next result (the runner commits each result before it does): at most one result per producer is ever answered
     but not committed. A producer that crashes raises here; the producers are cancelled at the end."""
+    def crashed(task: asyncio.Task) -> None:  # a crash reaches the consumer through the queue, like a result
+        if not task.cancelled() and task.exception() is not None:
+            done.put_nowait((None, task.exception(), None))
+
+    for p in producers:
+        p.add_done_callback(crashed)
     handed: asyncio.Future | None = None
     try:
         for _ in range(n):
             if handed is not None:
                 handed.set_result(None)
                 handed = None
-            getter = asyncio.create_task(done.get())
-            await asyncio.wait([getter, *producers], return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                crashed = next((p for p in producers if p.done() and p.exception()), None)
-                if crashed is not None:
-                    getter.cancel()
-                    raise crashed.exception()  # type: ignore[misc]
-                await getter
-            i, result, handed = getter.result()
+            i, result, handed = await done.get()
+            if i is None:
+                raise result
             yield i, result
     finally:
         for p in producers:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from rich.console import Console
 
 from ipm_prefdial.engines.base import ChatRequest, Engine, Sampling
 from ipm_prefdial.engines.cache import RequestCache
-from ipm_prefdial.engines.runner import Stats, run_requests
+from ipm_prefdial.engines.runner import Stats, run_coroutine, run_requests
 from ipm_prefdial.progress import progress_bar
 
 TOPICS = ("lost their job", "failed an exam", "argued with a close friend", "moved to a new city",
@@ -50,4 +49,4 @@ async def engine_check(engine: Engine, n: int, max_tokens: int, cache_dir: Path 
 
 def run_check(engine: Engine, n: int, max_tokens: int, cache_dir: Path | None, retry_failed: bool,
               console: Console) -> tuple[Stats, float]:
-    return asyncio.run(engine_check(engine, n, max_tokens, cache_dir, retry_failed, console))
+    return run_coroutine(engine_check(engine, n, max_tokens, cache_dir, retry_failed, console))

@@ -7,7 +7,6 @@ Decoding is greedy (temperature 0). Requests go through the engine layer and its
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ipm_prefdial.convert import parse_tagged
-from ipm_prefdial.engines import ChatRequest, Engine, RequestCache, Sampling, Stats, make_engine, run_requests
+from ipm_prefdial.engines import (
+    ChatRequest,
+    Engine,
+    RequestCache,
+    Sampling,
+    Stats,
+    make_engine,
+    run_coroutine,
+    run_requests,
+)
 from ipm_prefdial.engines.base import Choice
 from ipm_prefdial.mining import trim_to_sentence
 from ipm_prefdial.prompts import Prompts, RgInstruction
@@ -112,7 +120,7 @@ def infer(cfg: InferConfig, progress=None) -> dict:
         raise InferError(f"--system {cfg.system!r}: choose one of {', '.join(SYSTEMS)}")
     if cfg.executor not in ("local", "ray"):
         raise InferError(f"--executor {cfg.executor!r}: choose local or ray")
-    return asyncio.run(_infer(cfg, progress))
+    return run_coroutine(_infer(cfg, progress))
 
 
 async def _infer(cfg: InferConfig, progress) -> dict:

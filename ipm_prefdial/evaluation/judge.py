@@ -7,11 +7,18 @@ guessed. Requests go through the engine layer's cache.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from ipm_prefdial.engines import ChatRequest, RequestCache, Sampling, Stats, make_engine, run_requests
+from ipm_prefdial.engines import (
+    ChatRequest,
+    RequestCache,
+    Sampling,
+    Stats,
+    make_engine,
+    run_coroutine,
+    run_requests,
+)
 from ipm_prefdial.engines.base import Choice
 from ipm_prefdial.prompts import Prompts
 
@@ -44,7 +51,7 @@ def judge_requests(predictions: Sequence[dict], prompts: Prompts, max_tokens: in
 def judge_scores(predictions: Sequence[dict], *, engine: str, model: str | None = None, base_url: str | None = None,
                  cache_dir: str | None = None, concurrency: int | None = None, progress=None) -> dict:
     """Mean score per dimension over the parsed answers, the unparsed counts, the judge and its accounting."""
-    return asyncio.run(_judge(predictions, engine, model, base_url, cache_dir, concurrency, progress))
+    return run_coroutine(_judge(predictions, engine, model, base_url, cache_dir, concurrency, progress))
 
 
 async def _judge(predictions, engine_name, model, base_url, cache_dir, concurrency, progress) -> dict:
