@@ -222,8 +222,8 @@ def part_profile() -> None:
     for (filename, _, function), (_, _, own, _, _) in stats.stats.items():
         areas[area(filename, function)] = areas.get(area(filename, function), 0.0) + own
     total = sum(areas.values())
-    print(f"driver profile (local executor, --limit 40: {r['sent']:,} requests sent; cProfile's own overhead "
-          f"inflates it; CPU time): {total:.1f} s of own time in all, {1000 * total / r['sent']:.2f} ms per request sent")
+    print(f"driver profile (local executor, --limit 40: {r['sent']:,} requests sent; CPU time, inflated by "
+          f"cProfile's own overhead): {total:.1f} s in all, {1000 * total / r['sent']:.2f} ms per request sent")
     for name, own in sorted(areas.items(), key=lambda kv: -kv[1])[:14]:
         print(f"  {name:<44}{own:>7.2f} s {100 * own / total:>5.1f}%")
     print("top functions by own time:")
