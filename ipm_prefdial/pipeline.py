@@ -95,15 +95,13 @@ def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engin
     instances: dict[tuple, Engine] = {}
     engines: dict[str, Engine] = {}
     if cfg.executor == "ray":
-        from ipm_prefdial.executors.ray_executor import RayEngine, RayOptions
+        from ipm_prefdial.executors.ray_executor import ray_engine
 
-        options = RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address)
         for role, (name, model, base_url) in specs.items():
             key = (name, model, base_url)
             if key not in instances:
-                spec = {"name": name, "model": model, "base_url": base_url, "concurrency": cfg.concurrency,
-                        "context_tokens": cfg.context_tokens, "options": dict(cfg.vllm) if name == "vllm" else {}}
-                instances[key] = RayEngine(spec, options)
+                instances[key] = ray_engine(cfg, name, model, base_url, context_tokens=cfg.context_tokens,
+                                            options=cfg.vllm if name == "vllm" else None)
             engines[role] = instances[key]
         return instances, engines
     vllm_roles = {role: model for role, (name, model, _) in specs.items() if name == "vllm"}

@@ -141,17 +141,15 @@ async def _infer(cfg: InferConfig, progress) -> dict:
     async def run(task: str, requests: list[ChatRequest]):
         spec = model_for(cfg, task)
         if spec not in engines:
-            context = cfg.context_tokens if spec[0] == "transformers" else None
+            budget = cfg.context_tokens if spec[0] == "transformers" else None
             if cfg.executor == "ray":
-                from ipm_prefdial.executors.ray_executor import RayEngine, RayOptions
+                from ipm_prefdial.executors.ray_executor import ray_engine
 
-                engines[spec] = RayEngine({"name": spec[0], "model": spec[1], "base_url": cfg.base_url,
-                                           "concurrency": cfg.concurrency, "context_tokens": context, "options": {}},
-                                          RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address))
+                engines[spec] = ray_engine(cfg, spec[0], spec[1], cfg.base_url, context_tokens=budget)
             else:
                 engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url,
                                             concurrency=cfg.concurrency,
-                                            **({"context_tokens": context} if context else {}))
+                                            **({"context_tokens": budget} if budget else {}))
         engine = engines[spec]
         stats = Stats()
         results = await run_requests(engine, requests, cache=cache, progress=progress,

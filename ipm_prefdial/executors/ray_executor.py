@@ -59,6 +59,15 @@ class RayOptions:
     address: str | None = None  # default: RAY_ADDRESS, else a local Ray on this machine
 
 
+def ray_engine(cfg, name: str, model: str | None, base_url: str | None, *, context_tokens: int | None = None,
+               options: dict | None = None) -> RayEngine:
+    """The pool of workers for one engine spec, with the executor settings of ``cfg`` (``ipm build``'s or ``ipm
+    infer``'s: ``workers``, ``worker_cpus``, ``worker_gpus``, ``ray_address``, ``concurrency`` per worker)."""
+    spec = {"name": name, "model": model, "base_url": base_url, "concurrency": cfg.concurrency,
+            "context_tokens": context_tokens, "options": dict(options or {})}
+    return RayEngine(spec, RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address))
+
+
 def ray_module():
     try:
         import ray
