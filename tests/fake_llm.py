@@ -12,7 +12,8 @@ requests) can be tested at speed. What it answers:
 
 Every answered request is appended to ``log`` (one JSON line: the sha256 of the request body, its user text's
 first 60 characters and the time) before the response is written, so a test can tell which requests the server
-answered, even after the client was killed. ``latency`` delays each answer. Run in a thread (``FakeLLM``) or as
+answered, even after the client was killed. ``latency`` delays each answer; ``fail_percent`` makes a fixed share of
+the requests (chosen by content) fail with HTTP 500 on every attempt, until it is set back to 0. Run in a thread (``FakeLLM``) or as
 a process: ``python tests/fake_llm.py --log FILE [--latency S]`` prints ``http://127.0.0.1:PORT/v1``.
 """
 
@@ -84,9 +85,14 @@ def answer(body: dict) -> tuple[str, str, int, int]:
 class FakeLLM:
     """The server on 127.0.0.1 in a background thread: ``with FakeLLM(log) as url: ...``."""
 
-    def __init__(self, log: str | Path | None = None, latency: float = 0.0, keep_bodies: bool = False):
+    def __init__(self, log: str | Path | None = None, latency: float = 0.0, keep_bodies: bool = False,
+                 fail_percent: float = 0.0):
         self.log_path = Path(log) if log else None
         self.latency = latency
+        # this share of the requests (chosen by their content, so the same ones every time) gets HTTP 500 on every
+        # attempt until ``fail_percent`` is set to 0 (a server that is broken for some requests, then healed)
+        self.fail_percent = fail_percent
+        self.refused = 0
         self.answered = 0
         self.bodies: list[dict] | None = [] if keep_bodies else None  # every answered request, parsed
         self._lock = threading.Lock()
@@ -96,6 +102,9 @@ class FakeLLM:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             timeout = 30
+            # headers and body go out in two writes on a keep-alive socket: without TCP_NODELAY the body waits for
+            # the client's delayed ACK (~40 ms), a latency of the test server that would pose as the client's
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -122,6 +131,11 @@ class FakeLLM:
                 body = json.loads(raw)
                 if fake.latency:
                     time.sleep(fake.latency)
+                if fake.fails(body):
+                    with fake._lock:
+                        fake.refused += 1
+                    self._reply(500, {"error": {"message": "scripted failure for this request"}})
+                    return
                 text, finish, prompt_tokens, completion_tokens = answer(body)
                 fake.record(raw, body)
                 try:
@@ -145,6 +159,12 @@ class FakeLLM:
         self._server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def fails(self, body: dict) -> bool:
+        if not self.fail_percent:
+            return False
+        digest = _digest(body.get("messages"), body.get("seed"))
+        return int.from_bytes(digest[:4], "big") % 10_000 < self.fail_percent * 100
 
     def record(self, raw: bytes, body: dict) -> None:
         users = [str(m.get("content", "")) for m in body.get("messages") or [] if m.get("role") == "user"]
@@ -186,8 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", help="append one JSON line per answered request")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--fail-percent", type=float, default=0.0, help="this share of requests gets HTTP 500")
     args = parser.parse_args(argv)
-    server = FakeLLM(args.log, args.latency).start()
+    server = FakeLLM(args.log, args.latency, fail_percent=args.fail_percent).start()
     print(server.url, flush=True)
     try:
         while True:

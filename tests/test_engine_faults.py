@@ -31,6 +31,7 @@ SECRET = "sk-test-SECRET-123"
 # -- the scripted server ---------------------------------------------------------------------------------
 class FakeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK wait between them
     timeout = 5  # an idle keep-alive connection does not hold a handler thread forever
     fake: FakeServer  # set on the per-server subclass
 

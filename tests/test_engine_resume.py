@@ -74,6 +74,7 @@ class CountingProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             timeout = 60
+            disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK wait between them
 
             def log_message(self, *args):
                 pass
