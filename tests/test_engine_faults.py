@@ -19,7 +19,17 @@ import pytest
 from typer.testing import CliRunner
 
 from ipm_prefdial.cli import app
-from ipm_prefdial.engines import ChatRequest, ChatResult, Choice, JsonSchema, RequestCache, Sampling, Stats, run_sync
+from ipm_prefdial.engines import (
+    ChatRequest,
+    ChatResult,
+    Choice,
+    EngineStop,
+    JsonSchema,
+    RequestCache,
+    Sampling,
+    Stats,
+    run_sync,
+)
 from ipm_prefdial.engines.openai_http import OpenAIEngine
 
 TIMEOUT = 0.5  # the engine's per-request timeout in these tests
@@ -51,7 +61,9 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.fake.gets.append(self.path)
-        if self.path.rstrip("/") == "/v1/models":
+        if self.fake.models is not None:
+            self.fake.models(self)
+        elif self.path.rstrip("/") == "/v1/models":
             self.reply(200, {"data": [{"id": "fake", "owned_by": "test"}]})
         else:
             self.reply(404, {"error": "not found"})
@@ -74,9 +86,10 @@ Behaviour = Callable[[FakeHandler], None]
 class FakeServer:
     """Serves the scripted behaviours in order, then ``default``; records every chat request it receives."""
 
-    def __init__(self, script: list[Behaviour], default: Behaviour | None = None):
+    def __init__(self, script: list[Behaviour], default: Behaviour | None = None, models: Behaviour | None = None):
         self.script = list(script)
         self.default = default or answer()
+        self.models = models  # what GET /v1/models does (default: lists the model "fake")
         self.posts: list[dict] = []  # {"t", "body", "auth"} per POST /v1/chat/completions
         self.gets: list[str] = []
         self.stopping = threading.Event()
@@ -146,8 +159,9 @@ def echo_auth(code: int, template: str = '{{"error": "invalid key {auth}"}}') ->
 def serve():
     servers: list[FakeServer] = []
 
-    def start(script: list[Behaviour] = (), default: Behaviour | None = None) -> FakeServer:
-        servers.append(FakeServer(list(script), default))
+    def start(script: list[Behaviour] = (), default: Behaviour | None = None,
+              models: Behaviour | None = None) -> FakeServer:
+        servers.append(FakeServer(list(script), default, models))
         return servers[-1]
 
     yield start
@@ -528,3 +542,70 @@ def test_engine_check_cli_with_key(serve, tmp_path, monkeypatch):
     with RequestCache.in_dir(cache_dir) as cache:
         assert cache.counts() == {"answers": 1, "failures": 1}
     assert SECRET.encode() not in _all_bytes(cache_dir)
+
+
+# -- an endpoint that is gone, or refuses what we send: the run stops, nothing is recorded ------------------------
+def test_a_refused_key_stops_the_run_before_anything_is_sent(serve, cache):
+    server = serve(models=status(401, '{"error": {"message": "Incorrect API key provided: sk-te***123."}}'))
+    started = time.perf_counter()
+    with pytest.raises(EngineStop) as stopped:
+        run(server, [req("one"), req("two")], cache)
+    assert time.perf_counter() - started < 2
+    assert stopped.value.exit_code == 1 and stopped.value.kind == "HTTP 401"
+    assert str(stopped.value).startswith(f"{server.url}/v1: HTTP 401: GET /models: Incorrect API key provided")
+    assert server.count == 0 and cache.counts() == {"answers": 0, "failures": 0}
+
+
+def test_an_unknown_model_stops_the_run_at_its_first_answer_and_records_nothing(serve, cache):
+    server = serve([answer("Fine.")], default=status(404, '{"error": {"message": "The model `fake` does not exist."}}'))
+    requests = [req(f"Message {i}") for i in range(6)]
+    with pytest.raises(EngineStop) as stopped:
+        run(server, requests, cache)
+    assert stopped.value.exit_code == 1
+    assert "HTTP 404: POST /chat/completions: The model `fake` does not exist." in str(stopped.value)
+    assert server.count == 2 and cache.counts() == {"answers": 1, "failures": 0}  # the answer before it is kept
+
+
+def test_an_endpoint_that_refuses_every_request_stops_after_three_and_forgets_them(serve, cache):
+    refusal = '{"error": {"message": "Unrecognized request argument supplied: seed", "type": "invalid_request_error"}}'
+    server = serve([], default=status(400, refusal))
+    requests = [req(f"Message {i}") for i in range(10)]
+    with pytest.raises(EngineStop) as stopped:
+        run(server, requests, cache)
+    assert stopped.value.exit_code == 1
+    assert str(stopped.value) == (f"{server.url}/v1: HTTP 400: the first 3 requests were refused: Unrecognized "
+                                  "request argument supplied: seed")
+    assert server.count == 3
+    assert cache.counts() == {"answers": 0, "failures": 0}  # not replayed as answers once the options are fixed
+
+
+def test_a_refusal_after_answers_is_the_request_s_own(serve, cache):
+    server = serve([answer(), status(400), status(400), status(400), answer()])
+    results, stats = run(server, [req(f"Message {i}") for i in range(5)], cache)
+    assert [r.error_kind for r in results] == [None, "client_error", "client_error", "client_error", None]
+    expect(stats, failures={"client_error": 3})
+
+
+def test_a_server_that_stops_answering_is_given_up_after_give_up_after(serve, cache):
+    server = serve([answer(), answer()], default=status(503))
+    engine = make_engine(server, give_up_after=1.0, max_attempts=100, backoff_s=0.05)
+    requests = [req(f"Message {i}") for i in range(20)]
+    started = time.perf_counter()
+    with pytest.raises(EngineStop) as stopped:
+        run(server, requests, cache, engine=engine)
+    waited = time.perf_counter() - started
+    assert 1.0 <= waited < 3.0, waited
+    assert stopped.value.exit_code == 75 and stopped.value.kind == "no answer for 1 s"
+    assert "server_error: HTTP 503" in stopped.value.detail
+    assert cache.counts() == {"answers": 2, "failures": 0}  # the two answers kept; no failure recorded
+
+
+def test_a_slow_server_that_keeps_answering_is_not_given_up(serve, cache):
+    def slow(h: FakeHandler) -> None:
+        time.sleep(0.3)
+        h.reply(200, completion("Late, but here."))
+
+    server = serve([], default=slow)
+    engine = make_engine(server, give_up_after=0.2, timeout=5)
+    results, stats = run(server, [req(f"Message {i}") for i in range(3)], cache, engine=engine)
+    assert all(r.ok for r in results)  # no failure, so no giving up, however long an answer takes

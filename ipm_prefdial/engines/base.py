@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -136,6 +137,64 @@ class ChatRequest:
 # the others are properties of the answer and are replayed from the cache unless --retry-failed.
 TRANSIENT = frozenset({"timeout", "rate_limited", "server_error", "connection", "malformed_response"})
 FAILURE_KINDS = TRANSIENT | frozenset({"truncated", "invalid_output", "empty", "client_error", "context"})
+
+
+EXIT_GONE = 75  # EX_TEMPFAIL: an engine or cluster is gone; what was answered is kept and a rerun resumes
+EXIT_REFUSED = 1  # the endpoint refuses what we send (key, model, a parameter): fix the options
+
+
+class EngineStop(RuntimeError):
+    """A run cannot go on with this engine: nothing more is sent, every answer already committed stays in the
+    cache, and the message is one line naming the endpoint, the kind of failure and the server's words.
+
+    ``exit_code`` is ``EXIT_GONE`` (75: the endpoint or cluster went away; run the same command again to resume) or
+    ``EXIT_REFUSED`` (1: it answers, but refuses our requests; rerunning the same command would not help)."""
+
+    def __init__(self, endpoint: str, kind: str, detail: str, exit_code: int = EXIT_GONE):
+        super().__init__(endpoint, kind, detail, exit_code)
+        self.endpoint, self.kind, self.detail, self.exit_code = endpoint, kind, detail, exit_code
+
+    def __str__(self) -> str:
+        return f"{self.endpoint}: {self.kind}: {self.detail}"
+
+
+class Breaker:
+    """Gives up on an engine that has stopped answering: when no request has succeeded for ``after`` seconds while
+    requests keep failing with transient kinds, ``check`` raises ``EngineStop``. A dead server would otherwise be
+    retried for every request of a build, one recorded failure every few seconds, for hours.
+
+    The clock starts at the first request (a model's load time does not count) and restarts at every answer."""
+
+    def __init__(self, endpoint: str, after: float | None):
+        self.endpoint, self.after = endpoint, after
+        self.last_ok: float | None = None
+        self.failing = 0  # transient failures since the last answer
+        self.kind, self.error = "", ""
+
+    def arm(self) -> None:
+        if self.last_ok is None:
+            self.last_ok = time.monotonic()
+
+    def ok(self) -> None:
+        self.last_ok, self.failing = time.monotonic(), 0
+
+    def failed(self, kind: str, error: str) -> None:
+        """A transient failure of one attempt; raises when the engine has been failing for too long."""
+        self.arm()
+        self.failing += 1
+        self.kind, self.error = kind, error
+        self.check()
+
+    def remaining(self) -> float:
+        """Seconds until a failing engine is given up (inf without a limit): how long a backoff may sleep."""
+        if not self.after or self.last_ok is None:
+            return float("inf")
+        return max(0.0, self.after - (time.monotonic() - self.last_ok))
+
+    def check(self) -> None:
+        if self.failing and self.remaining() <= 0:
+            raise EngineStop(self.endpoint, f"no answer for {self.after:g} s",
+                             f"the last of {self.failing} failed attempts: {self.kind}: {self.error}")
 
 
 @dataclass

@@ -60,6 +60,7 @@ class RequestCache:
             # while no failure is recorded, an answer is one INSERT (its own transaction), not BEGIN, INSERT,
             # DELETE FROM failures, COMMIT: a quarter of the driver's cost per request on a fast server
             self._failures_seen = self._db.execute("SELECT EXISTS (SELECT 1 FROM failures)").fetchone()[0] == 1
+        self.new_answers = 0  # answers committed through this object: what a stopped run says it kept
 
     def _damaged(self, reason: str) -> CacheError:
         return CacheError(f"{self.path}: the request cache is damaged ({reason}); move it away (for example "
@@ -117,6 +118,16 @@ class RequestCache:
         data = result.to_json()
         with self._guard():
             self._commit(key, model, result, data, now)
+        self.new_answers += result.ok
+
+    def forget_failures(self, keys: Iterable[str]) -> None:
+        """Drop recorded failures (the client errors of an endpoint that turned out to refuse every request: they
+        say nothing about those requests, and must not be replayed once the options are fixed)."""
+        keys = list(keys)
+        with self._guard():
+            for i in range(0, len(keys), CHUNK):
+                part = keys[i : i + CHUNK]
+                self._db.execute(f"DELETE FROM failures WHERE key IN ({','.join('?' * len(part))})", part)
 
     def _commit(self, key: str, model: str, result: ChatResult, data: str, now: float) -> None:
         if result.ok and not self._failures_seen:

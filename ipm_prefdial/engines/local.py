@@ -95,6 +95,10 @@ class LocalEngine(OpenAIEngine):
         # xllamacpp has no stop(): dropping the last reference terminates the server loop and joins it.
         self._server = None
 
+    @property
+    def endpoint(self) -> str:
+        return f"the embedded llama.cpp server ({self.gguf.name})"
+
     def _identify(self, memo) -> tuple[str, str]:
         return model_identity(str(self.gguf), memo)
 

@@ -1,8 +1,22 @@
-"""``openai``: any OpenAI-compatible chat endpoint (vllm serve, llama.cpp, an API), over aiohttp.
+"""``openai``: any OpenAI-compatible chat endpoint (vllm serve, llama.cpp, OpenAI, Azure OpenAI, a gateway), over
+aiohttp.
 
-Bounded concurrency, per-request timeout, retries with jittered exponential backoff that honour
-``retry-after``, structured output through the server's own mechanism where it has one. The API key is read
-from the environment, sent only in the Authorization header and scrubbed from every message we record.
+Bounded concurrency, per-request timeout, retries with jittered exponential backoff that honour ``retry-after``,
+structured output through the server's own mechanism where it has one. What real APIs ask of a client:
+
+- OpenAI: the key as ``Authorization: Bearer``; models that refuse ``max_tokens`` get ``max_completion_tokens``
+  (switched once, on the API's own "unsupported parameter" answer); JSON schemas sent as strict ones are strict
+  (every object closed, every property required).
+- Azure OpenAI: the key in an ``api-key`` header (``AZURE_OPENAI_API_KEY``, else ``OPENAI_API_KEY``), an
+  ``api-version`` query parameter on every request (``--api-version`` or in the URL), deployment URLs
+  (``https://R.openai.azure.com/openai/deployments/NAME``, whose deployment is the model) and the v1 URLs.
+- Gateways: extra headers (``--header KEY=VALUE``), sent with every request and never written anywhere.
+
+A dead endpoint is given up fast: ``start`` asks ``GET /models`` first (refused, TLS and 401/403 stop the run in
+seconds, before anything is sent or recorded); a 401, 403 or 404 answer to a request stops it at any time; an
+endpoint that refuses the first requests it is sent (400) stops it; and ``Breaker`` stops it when no request has
+succeeded for ``give_up_after`` seconds. Secrets (the key, header values) are sent and never recorded: they are
+masked in every message we keep.
 """
 
 from __future__ import annotations
@@ -11,17 +25,22 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import time
 import warnings
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
 from ipm_prefdial.engines.base import (
+    EXIT_REFUSED,
+    Breaker,
     ChatRequest,
     ChatResult,
     Choice,
     Engine,
+    EngineStop,
     JsonSchema,
     check_output,
     failure,
@@ -35,6 +54,44 @@ from ipm_prefdial.engines.base import (
 # llguidance's JSON options: one line, the usual separators, no free whitespace.
 LLGUIDANCE_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 STRUCTURED_MODES = ("auto", "llguidance", "grammar", "vllm", "json_schema", "none")
+AZURE_API_VERSION = "2024-10-21"  # a GA version of Azure OpenAI's data-plane API, for deployment URLs without one
+AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+GIVE_UP_AFTER = 120.0  # seconds without an answer, while requests keep failing, before a run stops (exit 75)
+PREFLIGHT_TIMEOUT = 10.0  # seconds for GET /models to connect and answer
+REFUSALS = 3  # requests refused (HTTP 400) before any answer: the endpoint refuses what we send, stop
+
+
+def split_endpoint(url: str) -> tuple[str, dict[str, str]]:
+    """(base URL, query parameters) of an endpoint as a user may paste it: a trailing ``/chat/completions`` (Azure's
+    "target URI") is dropped, and the query (``?api-version=...``) is kept apart to go on every request."""
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        path = path[: -len("/chat/completions")]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", "")), dict(parse_qsl(parts.query))
+
+
+def public_url(url: str) -> str:
+    """An endpoint as it may be recorded: no user:password, and of the query only ``api-version`` (a gateway may
+    take its key as a query parameter)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k == "api-version"])
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), query, ""))
+
+
+def is_azure(url: str) -> bool:
+    parts = urlsplit(url)
+    return (parts.hostname or "").endswith(AZURE_HOSTS) or "/openai/deployments/" in parts.path + "/"
+
+
+def azure_deployment(url: str) -> str | None:
+    path = urlsplit(url).path.rstrip("/").split("/")
+    if "deployments" in path and path.index("deployments") + 1 < len(path):
+        return path[path.index("deployments") + 1]
+    return None
 
 
 class OpenAIEngine(Engine):
@@ -42,12 +99,24 @@ class OpenAIEngine(Engine):
 
     def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
                  concurrency: int = 8, timeout: float = 120.0, max_attempts: int = 5, backoff_s: float = 1.0,
-                 max_backoff_s: float = 60.0, structured: str = "auto", context_tokens: int | None = None):
+                 max_backoff_s: float = 60.0, structured: str = "auto", context_tokens: int | None = None,
+                 headers: dict[str, str] | None = None, api_version: str | None = None,
+                 give_up_after: float | None = GIVE_UP_AFTER):
         if structured not in STRUCTURED_MODES:
             raise ValueError(f"structured must be one of {STRUCTURED_MODES}")
-        self.base_url = base_url.rstrip("/")
-        self.model = model or ""
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.base_url, self.query = split_endpoint(base_url)
+        self.azure = is_azure(self.base_url)
+        if api_version:
+            self.query["api-version"] = api_version
+        elif self.azure and azure_deployment(self.base_url) and "api-version" not in self.query:
+            self.query["api-version"] = AZURE_API_VERSION  # deployment URLs answer 404 without one
+        self.model = model or (azure_deployment(self.base_url) or "" if self.azure else "")
+        if api_key is None:
+            api_key = (os.environ.get("AZURE_OPENAI_API_KEY") if self.azure else None) or os.environ.get(
+                "OPENAI_API_KEY")
+        self._api_key = api_key
+        self._headers = dict(headers or {})
+        self._secrets = [s for s in [api_key, *self._headers.values()] if s and len(s) >= 4]
         self.concurrency = concurrency
         self.timeout = timeout
         self.max_attempts = max_attempts
@@ -55,47 +124,90 @@ class OpenAIEngine(Engine):
         self.max_backoff_s = max_backoff_s
         self.structured = structured
         self.context_tokens = context_tokens
+        self.token_param = "max_tokens"  # "max_completion_tokens" once the API says it refuses max_tokens
         self.json_padded = False  # a vLLM server seen padding JSON (warned once)
+        self.breaker = Breaker(self.endpoint, give_up_after)
+        self._answered = 0  # HTTP answers other than transient failures: the endpoint takes what we send
+        self._refused = 0  # requests refused (400) before the first such answer
         self._client: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint as messages and the manifest name it (no secret in it)."""
+        return public_url(self._url(""))
+
+    def _url(self, path: str) -> str:
+        return self.base_url + path + (f"?{urlencode(self.query)}" if self.query else "")
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def _start(self) -> None:
         if self._client is not None:
             return
-        headers = {"Content-Type": "application/json",
-                   **({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {})}
+        headers = {"Content-Type": "application/json", **self._headers}
+        if self._api_key:
+            headers.update({"api-key": self._api_key} if self.azure else {"Authorization": f"Bearer {self._api_key}"})
         # aiohttp rather than httpx: httpx's connection pool costs about 1 ms of CPU a request (it scans every
         # connection for each one), which made the client, not the server, the limit of a fast build
         self._client = aiohttp.ClientSession(
             headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout), trust_env=True,
             connector=aiohttp.TCPConnector(limit=max(1, self.concurrency or 1)))
-        if not self.model or self.structured == "auto":
-            await self._discover()
+        try:
+            await self._preflight()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
 
-    async def _discover(self) -> None:
-        """Ask /models for the model id (when none was given) and the server kind (for structured output)."""
-        owned_by = ""
+    async def _preflight(self) -> None:
+        """``GET /models`` before the first request: an endpoint that cannot be reached, fails TLS or refuses the key
+        stops the run here, with the server's words, before anything is sent or recorded. It also names the model
+        (when none was given) and the server kind (for structured output). A server without ``/models`` (an Azure
+        deployment URL, some gateways) is asked nothing more here."""
+        owned_by, status, text = "", 0, ""
         try:
-            async with self._client.get(self.base_url + "/models",
-                                        timeout=aiohttp.ClientTimeout(total=min(self.timeout, 30.0))) as response:
-                data = json.loads(await response.read()).get("data") or []
-            if data:
-                self.model = self.model or data[0].get("id", "")
-                owned_by = str(data[0].get("owned_by", "")).lower()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError, AttributeError):
-            pass
+            async with self._client.get(self._url("/models"), timeout=aiohttp.ClientTimeout(
+                    total=min(self.timeout, 30.0), sock_connect=PREFLIGHT_TIMEOUT)) as response:
+                status, raw = response.status, await response.read()
+            text = raw.decode("utf-8", errors="replace")
+        except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+            raise EngineStop(self.endpoint, "TLS failed", self._clip(_describe(exc), 300)) from None
+        except (aiohttp.ClientConnectionError, OSError) as exc:  # refused, unknown host, reset
+            raise EngineStop(self.endpoint, "unreachable", self._clip(_describe(exc), 300) + "; nothing was sent"
+                             ) from None
+        except asyncio.TimeoutError:
+            raise EngineStop(self.endpoint, "unreachable", f"GET /models: no answer within {PREFLIGHT_TIMEOUT:g} s; "
+                                                           "nothing was sent") from None
+        if status in (401, 403):
+            raise self._refusal(status, text, "GET /models")
+        if status == 200:
+            try:
+                data = json.loads(text).get("data") or []
+                if data:
+                    self.model = self.model or data[0].get("id", "")
+                    owned_by = str(data[0].get("owned_by", "")).lower()
+            except (ValueError, AttributeError, TypeError):
+                pass
         if not self.model:
-            raise RuntimeError(f"{self.base_url}: no --model given and /models did not name one")
+            raise EngineStop(self.endpoint, "no model", f"no --model given and GET /models (HTTP {status}) did not "
+                                                        "name one", EXIT_REFUSED)
         if self.structured == "auto":
             self.structured = "grammar" if "llama" in owned_by else "vllm" if "vllm" in owned_by else "json_schema"
 
+    def _refusal(self, status: int, text: str, what: str) -> EngineStop:
+        hint = {401: "check the API key (OPENAI_API_KEY, AZURE_OPENAI_API_KEY or a --header)",
+                403: "the key is not allowed to use this endpoint or model",
+                404: f"no model {self.model!r} (or no such path) at this endpoint: check --model and --base-url"}
+        return EngineStop(self.endpoint, f"HTTP {status}", f"{what}: {self._clip(_words(text), 300)}; "
+                                                            f"{hint.get(status, 'check the options')}", EXIT_REFUSED)
+
     def describe(self) -> dict:
-        return {**super().describe(), "base_url": self.base_url, "structured": self.structured,
+        extra = {"token_param": self.token_param} if self.token_param != "max_tokens" else {}
+        return {**super().describe(), "base_url": self.endpoint, "structured": self.structured, **extra,
+                **({"headers": sorted(self._headers)} if self._headers else {}),
                 **({"json_padded": True} if self.json_padded else {})}
 
     # -- requests ------------------------------------------------------------------------------------
@@ -103,7 +215,7 @@ class OpenAIEngine(Engine):
         """The JSON body of one request (no secret in it)."""
         s = request.sampling
         body: dict = {"model": self.model, "messages": request.message_dicts(), "temperature": s.temperature,
-                      "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": request.seed(self.identity)}
+                      "top_p": s.top_p, self.token_param: s.max_tokens, "seed": request.seed(self.identity)}
         out = request.output
         if isinstance(out, Choice) and self.structured != "none":
             if self.structured == "llguidance":
@@ -118,8 +230,8 @@ class OpenAIEngine(Engine):
                 body["response_format"] = {"type": "json_schema",
                                            "json_schema": {"name": "choice", "schema": schema, "strict": True}}
         elif isinstance(out, JsonSchema) and self.structured == "llguidance":
-            # our own embedded server: llguidance enforces string bounds exactly, so the soft bound is applied
-            # and JSON whitespace is fixed, so a small model cannot pad the document with newlines
+            # our own embedded server: llguidance enforces string bounds exactly, so the soft bound is applied and
+            # JSON whitespace is fixed, so a small model cannot pad the document with newlines
             schema = {**out.bounded_schema(), "x-guidance": LLGUIDANCE_JSON}
             body["grammar"] = "%llguidance {}\nstart: %json " + json.dumps(schema, sort_keys=True)
         elif isinstance(out, JsonSchema) and self.structured == "vllm":
@@ -136,14 +248,18 @@ class OpenAIEngine(Engine):
         return stream_grouped(requests, self.complete, self.concurrency)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        """One request with retries. Never raises: a final failure is a result with ``error_kind``."""
+        """One request with retries. A final failure is a result with ``error_kind``; ``EngineStop`` is raised when
+        the endpoint is gone (``Breaker``) or refuses what we send (401, 403, 404; the first requests refused)."""
         if self._client is None:
             await self.start()
-        # sent as given: the runner fitted it to the context budget (``Engine.fit``)
-        payload = json.dumps(self.body(request), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        url = self.base_url + "/chat/completions"
+        self.breaker.arm()
+        url = self._url("/chat/completions")  # sent as given: the runner fitted it to the context budget
         kind, message = "connection", "not sent"
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 0
+        while attempt < self.max_attempts:
+            attempt += 1
+            token_param = self.token_param  # what this attempt sends (another request may switch it meanwhile)
+            payload = json.dumps(self.body(request), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             started = time.perf_counter()
             wait: float | None = None
             try:
@@ -152,7 +268,7 @@ class OpenAIEngine(Engine):
             except asyncio.TimeoutError:
                 kind, message = "timeout", f"no answer within {self.timeout:g} s"
             except (aiohttp.ClientError, OSError) as exc:  # refused, reset, dropped mid-answer
-                kind, message = "connection", f"{type(exc).__name__}: {exc}"
+                kind, message = "connection", self._clip(_describe(exc), 300)
             else:
                 latency = time.perf_counter() - started
                 status = response.status_code
@@ -162,23 +278,45 @@ class OpenAIEngine(Engine):
                 elif status >= 500:
                     kind, message = "server_error", f"HTTP {status}: {self._clip(response.text, 200)}"
                     wait = _retry_after(response)
+                elif status in (401, 403, 404):  # wrong key, model or path: every other request would fail alike
+                    raise self._refusal(status, response.text, "POST /chat/completions")
                 elif status >= 400:
-                    too_long = "exceed_context_size" in response.text or "context length" in response.text
-                    return self._scrub(failure("context" if too_long else "client_error",
-                                               f"HTTP {status}: {self._clip(response.text, 300)}", attempts=attempt,
-                                               latency_s=latency))
+                    if token_param == "max_tokens" and _refuses_max_tokens(response.text):
+                        self.token_param = "max_completion_tokens"  # newer OpenAI models: the same bound, renamed
+                        attempt -= 1
+                        continue
+                    return self._refused_request(status, response.text, attempt, latency)
                 else:
                     parsed = self._parse(request, response, latency)
                     if parsed is not None:
                         parsed.attempts = attempt
+                        self._answered += 1
+                        self.breaker.ok()
                         return parsed
                     kind = "malformed_response"
                     message = f"unreadable response body: {self._clip(response.text, 120)!r}"
+            self.breaker.failed(kind, message)  # raises EngineStop when the endpoint has been failing too long
             if attempt < self.max_attempts:
                 delay = wait if wait is not None else self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                await asyncio.sleep(min(delay, self.max_backoff_s))
+                await asyncio.sleep(min(delay, self.max_backoff_s, self.breaker.remaining() + 0.01))
+                self.breaker.check()
         return self._scrub(failure(kind, f"{message} (after {self.max_attempts} attempts)",
                                    attempts=self.max_attempts))
+
+    def _refused_request(self, status: int, text: str, attempt: int, latency: float) -> ChatResult:
+        """A 4xx answer: a property of this request (recorded, not retried), unless the endpoint has refused every
+        request so far: then it refuses what we send (a parameter, the schema), and the run stops."""
+        too_long = "exceed_context_size" in text or "context length" in text or "context_length" in text
+        if not too_long and self._answered == 0:
+            self._refused += 1
+            if self._refused >= REFUSALS:
+                raise EngineStop(self.endpoint, f"HTTP {status}", f"the first {REFUSALS} requests were refused: "
+                                 f"{self._clip(_words(text), 300)}", EXIT_REFUSED)
+        else:
+            self._answered += 1
+        self.breaker.ok()  # the server is there and answering
+        return self._scrub(failure("context" if too_long else "client_error",
+                                   f"HTTP {status}: {self._clip(text, 300)}", attempts=attempt, latency_s=latency))
 
     def _parse(self, request: ChatRequest, response: Response, latency: float) -> ChatResult | None:
         """The result in a 200 response, or None when the body is not a chat completion."""
@@ -215,15 +353,18 @@ class OpenAIEngine(Engine):
                           "and can cut verdicts at max_tokens; start it with --structured-outputs-config "
                           "'{\"disable_any_whitespace\": true}'", stacklevel=2)
 
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def _clip(self, text: str, limit: int) -> str:
-        """At most ``limit`` characters of a server's text, the key masked first (so no cut can expose a part)."""
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:limit]
+        """At most ``limit`` characters of a server's text, secrets masked first (so no cut can expose a part)."""
+        return self._mask(text)[:limit]
 
     def _scrub(self, result: ChatResult) -> ChatResult:
-        if self._api_key and result.error:
-            result.error = result.error.replace(self._api_key, "***")
+        if result.error:
+            result.error = self._mask(result.error)
         return result
 
 
@@ -251,3 +392,27 @@ def _retry_after(response: Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _refuses_max_tokens(text: str) -> bool:
+    """OpenAI's answer to ``max_tokens`` from a model that only takes ``max_completion_tokens``."""
+    return "max_tokens" in text and "max_completion_tokens" in text
+
+
+def _words(text: str) -> str:
+    """The server's own words in an error body: ``error.message`` of an OpenAI-style body, else the text."""
+    try:
+        data = json.loads(text)
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(message, str) and message.strip():
+            return " ".join(message.split())
+    except ValueError:
+        pass
+    return " ".join(text.split()) or "(empty body)"
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line: its class and message, with the underlying OS error where aiohttp wraps one."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    return f"{type(exc).__name__}: {text}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from rich.progress import Progress
 
-from ipm_prefdial.engines.base import TRANSIENT, ChatRequest, ChatResult, Engine
+from ipm_prefdial.engines.base import EXIT_REFUSED, TRANSIENT, ChatRequest, ChatResult, Engine, EngineStop
 from ipm_prefdial.engines.cache import RequestCache
 
 FIRST_ANSWERS = 16  # new answers after which a run can estimate its rate
@@ -144,20 +144,28 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
         if progress else None
     if plan.pending:
         first_at, fresh, report_at = time.perf_counter(), 0, min(FIRST_ANSWERS, len(plan.pending))
-        async for j, result in engine.stream([plan.fitted[i][0] for i in plan.pending]):
-            fresh += 1
-            if on_first is not None and fresh == report_at:
-                on_first(fresh, time.perf_counter() - first_at, len(plan.pending) - fresh)
-            i = plan.pending[j]
-            result.truncated_messages = plan.fitted[i][1]
-            results[i] = result
-            for book in books[i]:
-                book.attempts += result.attempts
-                last_of[id(book)] = time.perf_counter()
-            if cache:
-                cache.put(plan.keys[i], plan.identity, result)
-            if progress and task is not None:
-                progress.advance(task)
+        refused: list[str] = []  # client errors recorded in this run
+        try:
+            async for j, result in engine.stream([plan.fitted[i][0] for i in plan.pending]):
+                fresh += 1
+                if on_first is not None and fresh == report_at:
+                    on_first(fresh, time.perf_counter() - first_at, len(plan.pending) - fresh)
+                i = plan.pending[j]
+                result.truncated_messages = plan.fitted[i][1]
+                results[i] = result
+                for book in books[i]:
+                    book.attempts += result.attempts
+                    last_of[id(book)] = time.perf_counter()
+                if cache:
+                    cache.put(plan.keys[i], plan.identity, result)
+                    if result.error_kind == "client_error":
+                        refused.append(plan.keys[i])
+                if progress and task is not None:
+                    progress.advance(task)
+        except EngineStop as stop:
+            if stop.exit_code == EXIT_REFUSED and cache and refused:
+                cache.forget_failures(refused)  # the endpoint refuses every request: no verdict on these ones
+            raise
     for i, source in plan.merged.items():
         results[i] = results[source]
         if progress and task is not None:

@@ -32,6 +32,7 @@ from ipm_prefdial.engines.base import (
     ChatResult,
     Choice,
     Engine,
+    EngineStop,
     JsonSchema,
     check_output,
     failure,
@@ -284,8 +285,9 @@ class VLLMEngine(Engine):
         except (ValueError, TypeError) as exc:  # refused by vLLM's input checks
             return failure("client_error", f"vLLM refused the request: {exc}", prompt_tokens=len(ids))
         except Exception as exc:
-            if type(exc).__name__ == "EngineDeadError":
-                raise RuntimeError(f"vLLM's engine stopped: {exc}") from None
+            if type(exc).__name__ == "EngineDeadError":  # every later request would fail alike: stop, resumable
+                raise EngineStop(f"vLLM ({self.display_name})", "engine dead", " ".join(str(exc).split())[:300]
+                                 ) from None
             raise
         if final is None or not final.outputs:
             return failure("malformed_response", "vLLM returned no output", prompt_tokens=len(ids))
