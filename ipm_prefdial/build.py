@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ipm_prefdial import __version__
-from ipm_prefdial.config import BuildConfig, ConfigError
+from ipm_prefdial.config import RANGES, BuildConfig, ConfigError, check_headers, check_range, option
 from ipm_prefdial.convert import sft_rows, turns
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts
@@ -34,42 +36,98 @@ class BuildResult:
     seconds: float
     dry_run: dict | None = None  # requests and token estimates per task, when nothing was sent
 
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("complete", True)
+
 
 def check_config(cfg: BuildConfig) -> None:
-    if cfg.stage not in ("sft", "all"):
-        raise ConfigError(f"--stage must be sft or all, not {cfg.stage!r}")
-    if cfg.samples < 1:
-        raise ConfigError("--samples must be at least 1")
+    """Every option, before any work starts: choices, ranges, combinations, and where the build may be written. A
+    bad value is one line naming the option; nothing is read, sent or written."""
     from ipm_prefdial.engines import ENGINES
+    from ipm_prefdial.executors import EXECUTORS
+    from ipm_prefdial.sources.load import SOURCES
 
-    for option in ("engine", "judge_engine"):
-        value = getattr(cfg, option)
-        if value is not None and value not in ENGINES:
-            raise ConfigError(f"--{option.replace('_', '-')} must be one of {', '.join(ENGINES)}, not {value!r}")
+    choices = {"source": SOURCES, "split": SPLIT_METHODS, "stage": STAGES, "on_invalid": ON_INVALID,
+               "engine": ENGINES, "judge_engine": ENGINES, "executor": EXECUTORS}
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{option(name)} must be one of {', '.join(allowed)}, not {value!r}")
+    for name in RANGES:
+        check_range(name, getattr(cfg, name, None))
     if cfg.stage == "all" and cfg.engine == "openai" and not cfg.base_url:
         raise ConfigError("--engine openai needs --base-url")
-    if cfg.resolved_split() not in SPLIT_METHODS:
-        raise ConfigError(f"--split must be one of {', '.join(SPLIT_METHODS)}, not {cfg.split!r}")
-    if cfg.on_invalid not in ("error", "skip"):
-        raise ConfigError(f"--on-invalid must be error or skip, not {cfg.on_invalid!r}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError("--limit must be at least 1")
-    from ipm_prefdial.executors import EXECUTORS
-
-    if cfg.executor not in EXECUTORS:
-        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, not {cfg.executor!r}")
-    if cfg.workers < 1 or cfg.worker_gpus < 0 or (cfg.worker_cpus is not None and cfg.worker_cpus <= 0):
-        raise ConfigError("--workers must be at least 1, --worker-cpus above 0 and --worker-gpus at least 0")
+    if cfg.stage == "all" and not cfg.no_judge and cfg.judge_engine == "openai" and not (cfg.judge_base_url
+                                                                                          or cfg.base_url):
+        raise ConfigError("--judge-engine openai needs --judge-base-url")
+    for name in ("base_url", "judge_base_url"):
+        url = getattr(cfg, name)
+        if url is not None and not re.match(r"https?://[^/\s]+", url):
+            raise ConfigError(f"{option(name)} must be an http:// or https:// URL, not {url!r}")
+    if not VERSION.fullmatch(cfg.dataset_version):
+        raise ConfigError(f"--dataset-version must look like 1.2.0 (letters, digits, '.', '-', '+'; it becomes the "
+                          f"Hub tag v<version>), not {cfg.dataset_version!r}")
     if not isinstance(cfg.vllm, dict) or not all(isinstance(k, str) for k in cfg.vllm):
         raise ConfigError("vllm: expected a mapping of vLLM engine settings (e.g. max_num_seqs: 64)")
-    if cfg.trim_tokens is not None and cfg.trim_tokens < 64:
-        raise ConfigError("--trim-tokens must be at least 64 (the system prompts alone take more)")
+    for name in ("headers", "judge_headers"):
+        check_headers(name, getattr(cfg, name))
+    biggest = max(cfg.sp_max_tokens, cfg.rg_max_tokens, cfg.vm_max_tokens, cfg.judge_max_tokens)
+    if cfg.context_tokens is not None and cfg.context_tokens <= biggest:
+        raise ConfigError(f"--context-tokens {cfg.context_tokens} leaves no room for a prompt next to an answer of "
+                          f"up to {biggest} tokens (the largest --*-max-tokens)")
+    for name in ("cache_dir", "prompts_dir"):
+        path = getattr(cfg, name)
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ConfigError(f"{option(name)} {path}: not a directory")
+    if cfg.prompts_dir is not None and not Path(cfg.prompts_dir).is_dir():
+        raise ConfigError(f"--prompts-dir {cfg.prompts_dir}: no such directory")
+    check_out(Path(cfg.out))
+
+
+STAGES = ("sft", "all")
+ON_INVALID = ("error", "skip")
+SHELL_SAFE = re.compile(r"[\w./:@%+=,-]+")
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,63}")
+
+
+def check_out(out: Path) -> None:
+    """A build writes README.md, manifest.json and data/ in its directory and removes stale parquet files there, so
+    it may only be a new or empty directory, an earlier build, or the package directory of a checkout (where
+    ``load_dataset("ipm_prefdial", ...)`` finds it); anything else (a file, a folder of other things) is refused
+    before anything is read or written."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: a file, not a directory")
+    if out.resolve() == Path(__file__).resolve().parent:  # the checkout's package directory (PRODUCT.md)
+        return
+    # hidden entries (.git, .gitattributes of a clone of the dataset's Hub repo) are left alone, not refused
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in BUILD_FILES and not p.name.startswith("."))
+    if not foreign and (out / "data").exists() and not (out / "data").is_dir():
+        foreign = ["data (a file)"]
+    if not foreign and (out / "manifest.json").is_file():
+        try:
+            name = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("name")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            name = None
+        if name != "IPM-PrefDial":
+            foreign = ["manifest.json (not an IPM-PrefDial build's)"]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"--out {out}: holds {shown}, so it is not a build directory; a build only writes "
+                          f"{', '.join(BUILD_FILES)} there: choose a new or empty directory")
 
 
 def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     console = console or Console(stderr=True)
     check_config(cfg)
     started = time.perf_counter()
+    if cfg.stage == "all":
+        from ipm_prefdial.pipeline import preflight
+
+        with console.status("asking the endpoints"):
+            preflight(cfg)  # a dead endpoint or a refused key stops the build here, in seconds
     out = Path(cfg.out)
     prompts = Prompts(Path(cfg.prompts_dir)) if cfg.prompts_dir else Prompts()
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
@@ -124,6 +182,11 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         "license": "cc-by-nc-4.0",
         "tool": {"name": "ipm_prefdial", "version": __version__},
         "stage": cfg.stage,
+        # false while requests of this build ended in transient failures (retries ran out): the same command
+        # sends them again; `ipm validate` and `ipm publish` refuse an incomplete build
+        "complete": not (mined and mined.transient),
+        "incomplete": {"requests": sum(mined.transient.values()), "transient_failures": mined.transient,
+                       "rerun": rerun_command(_public_config(cfg))} if mined and mined.transient else None,
         "source": source.info,
         "split": {
             "method": method,
@@ -201,13 +264,40 @@ PATH_OPTIONS = ("source_path", "out", "cache_dir", "prompts_dir", "model", "sp_m
 
 
 def _public_config(cfg: BuildConfig) -> dict:
-    """The config as recorded: local paths as names, nothing secret (none of these options are)."""
+    """The config as recorded: local paths as names, nothing secret (header values, a URL's user and password or
+    query keys are left out)."""
+    from ipm_prefdial.engines.openai_http import public_url
+
     recorded = cfg.as_dict()
-    for option in PATH_OPTIONS:
-        value = recorded.get(option)
+    for name in PATH_OPTIONS:
+        value = recorded.get(name)
         if isinstance(value, str) and (os.path.isabs(value) or os.path.exists(value)):
-            recorded[option] = Path(value).name
+            recorded[name] = Path(value).name
+    for name in ("headers", "judge_headers"):
+        recorded[name] = sorted(recorded[name])  # their names: the values may be keys
+    for name in ("base_url", "judge_base_url"):
+        if recorded[name]:
+            recorded[name] = public_url(recorded[name])
     return recorded
+
+
+def rerun_command(recorded: dict) -> str:
+    """The ``ipm build`` command of a recorded config (the options that differ from the defaults; local paths are
+    names, header values left out): what completes an incomplete build."""
+    defaults = BuildConfig().as_dict()
+    parts = ["ipm build"]
+    for name, value in recorded.items():
+        if name in ("dry_run", "vllm", "headers", "judge_headers") or value == defaults.get(name) or value is None:
+            continue
+        if isinstance(value, bool):
+            parts.append(option(name))
+        else:
+            text = str(value)
+            parts.append(f"{option(name)} {text if SHELL_SAFE.fullmatch(text) else shlex.quote(text)}")
+    parts += [f"--vllm-arg {k}={v}" for k, v in sorted(recorded.get("vllm", {}).items())]
+    parts += [f"--header {k}=..." for k in recorded.get("headers", [])]
+    parts += [f"--judge-header {k}=..." for k in recorded.get("judge_headers", [])]
+    return " ".join(parts)
 
 
 def _remove_stale(out: Path, keep: dict[str, dict]) -> None:

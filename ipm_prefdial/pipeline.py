@@ -15,7 +15,7 @@ from rich.console import Console
 from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.convert import Turn, sp_history_text, turns
 from ipm_prefdial.engines import Engine, RequestCache, Sampling, Stats, make_engine, run_coroutine, run_requests
-from ipm_prefdial.engines.base import estimate_tokens
+from ipm_prefdial.engines.base import TRANSIENT, EngineStop, estimate_tokens
 from ipm_prefdial.engines.runner import plan_requests
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
 from ipm_prefdial.mining import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair, policy_requests
@@ -37,6 +37,7 @@ class MiningOutput:
     sampling: dict
     by_strategy: dict = field(default_factory=dict)
     judge_status: dict = field(default_factory=dict)  # config -> judge_status -> rows
+    transient: dict = field(default_factory=dict)  # failure kind -> requests left failed by retries that ran out
 
 
 @dataclass
@@ -89,19 +90,20 @@ def mined_turns(per_split: dict[str, list[Dialogue]]) -> dict[str, list[Turn]]:
 
 
 def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engine]]:
-    """The engines of a build, one per distinct (engine, model, endpoint), and which role uses which. vLLM models
-    that are adapters of one base share one vLLM instance."""
+    """The engines of a build, one per distinct (engine, model, endpoint, headers), and which role uses which. vLLM
+    models that are adapters of one base share one vLLM instance."""
     specs = engine_specs(cfg)
+    headers = {role: cfg.judge_request_headers() if role == "judge" else dict(cfg.headers) for role in specs}
     instances: dict[tuple, Engine] = {}
     engines: dict[str, Engine] = {}
     if cfg.executor == "ray":
         from ipm_prefdial.executors.ray_executor import ray_engine
 
         for role, (name, model, base_url) in specs.items():
-            key = (name, model, base_url)
+            key = (name, model, base_url, tuple(sorted(headers[role].items())))
             if key not in instances:
                 instances[key] = ray_engine(cfg, name, model, base_url, context_tokens=cfg.context_tokens,
-                                            options=cfg.vllm if name == "vllm" else None)
+                                            options=cfg.vllm if name == "vllm" else None, headers=headers[role])
             engines[role] = instances[key]
         return instances, engines
     vllm_roles = {role: model for role, (name, model, _) in specs.items() if name == "vllm"}
@@ -117,12 +119,38 @@ def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engin
     for role, (name, model, base_url) in specs.items():
         if name == "vllm":
             continue
-        key = (name, model, base_url)
+        key = (name, model, base_url, tuple(sorted(headers[role].items())))
         if key not in instances:
             instances[key] = make_engine(name, model=model, base_url=base_url, concurrency=cfg.concurrency,
-                                         context_tokens=cfg.context_tokens)
+                                         context_tokens=cfg.context_tokens, headers=headers[role],
+                                         give_up_after=cfg.give_up_after, retries=cfg.retries)
         engines[role] = instances[key]
     return instances, engines
+
+
+def preflight(cfg: BuildConfig) -> None:
+    """Ask every HTTP endpoint of a build ``GET /models`` before any other work (reading the source, loading a
+    tokenizer): an endpoint that is unreachable, fails TLS or refuses the key stops the build in seconds
+    (``EngineStop``). Ray workers ask their own (the endpoint may be reachable from the cluster only)."""
+    if cfg.executor != "local" or cfg.dry_run:
+        return
+    specs = engine_specs(cfg)
+    headers = {role: cfg.judge_request_headers() if role == "judge" else dict(cfg.headers) for role in specs}
+    seen = set()
+    for role, (name, model, base_url) in specs.items():
+        key = (base_url, model, tuple(sorted(headers[role].items())))
+        if name != "openai" or key in seen:
+            continue
+        seen.add(key)
+        engine = make_engine(name, model=model, base_url=base_url, headers=headers[role])
+
+        async def ask(engine: Engine = engine) -> None:
+            try:
+                await engine.start()
+            finally:
+                await engine.close()
+
+        run_coroutine(ask())
 
 
 def _host_groups(instances, engines: dict[str, Engine]) -> list[list[tuple[Engine, list[str]]]]:
@@ -280,6 +308,9 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
             if "judge" in engines:
                 judge_report = await _judge(engines["judge"], rows, turn_of, prompts, cfg, cache, progress,
                                             by_strategy, estimate)
+    except EngineStop as stop:
+        stop.kept = cache.new_answers if cache is not None else 0  # what the one-line message reports
+        raise
     finally:
         for engine in instances.values():
             await engine.close()
@@ -296,7 +327,11 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
     if judge_report is not None:  # the paper's filtered sets, as configs of their own
         for retained, parent in RETAINED_OF.items():
             rows[retained] = {split: [r for r in rows[parent][split] if is_retained(r)] for split in MINED_SPLITS}
-    return MiningOutput(rows, mining, judge_report, models, sampling, table, status)
+    left: Counter = Counter()  # transient failures still in this build: a rerun sends those requests again
+    for section in (mining, judge_report or {}):
+        for info in section.values():
+            left.update({k: v for k, v in info["accounting"]["failures"].items() if k in TRANSIENT})
+    return MiningOutput(rows, mining, judge_report, models, sampling, table, status, dict(sorted(left.items())))
 
 
 async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: Prompts, cfg: BuildConfig,

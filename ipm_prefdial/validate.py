@@ -30,6 +30,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # what could not be checked here, and why (not a failure)
     row_problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     summary: list[tuple[str, str, int, int]] = field(default_factory=list)  # config, split, rows, dialogues
+    incomplete: str | None = None  # the manifest says requests are left failed: what is missing, how to complete it
 
     def add(self, text: str) -> None:
         self.problems.append(text)
@@ -39,10 +40,15 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        return self.valid_but_incomplete and not self.incomplete
+
+    @property
+    def valid_but_incomplete(self) -> bool:
+        """Every rule holds; the build may still be incomplete (``ipm publish --allow-incomplete``)."""
         return not self.problems and not self.row_problems
 
     def lines(self) -> list[str]:
-        out = list(self.problems)
+        out = ([self.incomplete] if self.incomplete else []) + list(self.problems)
         for kind, wheres in self.row_problems.items():
             more = f", ... ({len(wheres)} in all)" if len(wheres) > MAX_PER_KIND else ""
             shown = ", ".join(wheres[:MAX_PER_KIND]) + more
@@ -60,6 +66,12 @@ def validate(directory: str | Path, trim_tokenizer: str | None = None) -> Report
         return report
     card_meta = _card(root, report)
     manifest = _manifest(root, report)
+    if manifest.get("complete") is False:
+        left = manifest.get("incomplete") or {}
+        kinds = ", ".join(f"{k} {v}" for k, v in (left.get("transient_failures") or {}).items())
+        report.incomplete = (f"manifest.json: incomplete build: {left.get('requests', '?')} requests ended in "
+                             f"transient failures ({kinds or 'kinds not recorded'}); run the command that made it "
+                             f"again to complete it: {left.get('rerun') or 'ipm build ...'}")
     on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet")}
     unreadable = _unreadable(root, on_disk, report)
     _check_files(root, manifest, on_disk, unreadable, report)

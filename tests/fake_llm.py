@@ -13,8 +13,8 @@ requests) can be tested at speed. What it answers:
 Every answered request is appended to ``log`` (one JSON line: the sha256 of the request body, its user text's
 first 60 characters and the time) before the response is written, so a test can tell which requests the server
 answered, even after the client was killed. ``latency`` delays each answer; ``fail_percent`` makes a fixed share of
-the requests (chosen by content) fail with HTTP 500 on every attempt, until it is set back to 0. Run in a thread (``FakeLLM``) or as
-a process: ``python tests/fake_llm.py --log FILE [--latency S]`` prints ``http://127.0.0.1:PORT/v1``.
+the requests (chosen by content) fail with HTTP 500 on every attempt, until it is set back to 0. Run in a thread
+(``FakeLLM``) or as a process: ``python tests/fake_llm.py --log FILE [--latency S] [--port P]`` prints ``http://127.0.0.1:PORT/v1``.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class FakeLLM:
     """The server on 127.0.0.1 in a background thread: ``with FakeLLM(log) as url: ...``."""
 
     def __init__(self, log: str | Path | None = None, latency: float = 0.0, keep_bodies: bool = False,
-                 fail_percent: float = 0.0):
+                 fail_percent: float = 0.0, port: int = 0):
         self.log_path = Path(log) if log else None
         self.latency = latency
         # this share of the requests (chosen by their content, so the same ones every time) gets HTTP 500 on every
@@ -156,7 +156,7 @@ class FakeLLM:
                 if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
                     super().handle_error(request, client_address)
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = Server(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -207,8 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log", help="append one JSON line per answered request")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--fail-percent", type=float, default=0.0, help="this share of requests gets HTTP 500")
+    parser.add_argument("--port", type=int, default=0, help="the port (default: any free one)")
     args = parser.parse_args(argv)
-    server = FakeLLM(args.log, args.latency, fail_percent=args.fail_percent).start()
+    server = FakeLLM(args.log, args.latency, fail_percent=args.fail_percent, port=args.port).start()
     print(server.url, flush=True)
     try:
         while True:
