@@ -11,7 +11,11 @@
     Goal: <= 1 ms of driver CPU per request and <= 1 GB peak, with either executor. Then a profile of the driver
     (cProfile, on a --limit 40 build, so the profile's own overhead does not touch the figures above).
 
-    IPM_ESCONV_PATH=../shared/data/esconv/ESConv.reconstructed.json python benchmarks/bench_scale.py [a|b|profile]
+(transport) The same full build with the HTTP engine's POST through the openai SDK (``openai[aiohttp]``) instead of
+    our aiohttp client: the driver's CPU per request of each.
+
+    IPM_ESCONV_PATH=../shared/data/esconv/ESConv.reconstructed.json \
+        python benchmarks/bench_scale.py [a|b|transport|profile]
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ if profile:
     prof = cProfile.Profile(time.process_time)  # CPU time: waiting in epoll is not the driver's cost
     prof.enable()
     atexit.register(lambda: (prof.disable(), prof.dump_stats(profile)))
+if os.environ.get("IPM_BENCH_SDK"):  # the openai SDK as the HTTP engine's transport (benchmarks/sdk_transport.py)
+    sys.path.insert(0, os.environ["IPM_BENCH_DIR"])
+    import sdk_transport
+    sdk_transport.install()
 sys.argv = ["ipm", *sys.argv[1:]]
 from ipm_prefdial.cli import app
 app()
@@ -133,11 +141,12 @@ class Sampler(threading.Thread):
         return out
 
 
-def ipm_build(url: str, work: Path, *extra: str, profile: Path | None = None) -> dict:
+def ipm_build(url: str, work: Path, *extra: str, profile: Path | None = None, sdk: bool = False) -> dict:
     rusage = work / "driver.json"
     args = ["build", "--source-path", source(), "--stage", "all", "--engine", "openai", "--base-url", url,
             "--trim-tokenizer", "none", "--out", str(work / "ds"), "--cache-dir", str(work / "cache"), *extra]
-    env = {**os.environ, "IPM_BENCH_RUSAGE": str(rusage), **({"IPM_BENCH_PROFILE": str(profile)} if profile else {})}
+    env = {**os.environ, "IPM_BENCH_RUSAGE": str(rusage), **({"IPM_BENCH_PROFILE": str(profile)} if profile else {}),
+           **({"IPM_BENCH_SDK": "1", "IPM_BENCH_DIR": str(Path(__file__).parent)} if sdk else {})}
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -188,14 +197,14 @@ def part_a() -> None:
     print(f"4 workers / 1 worker: {rates['ray, 4 workers'] / rates['ray, 1 worker']:.2f}x (goal >= 3x)")
 
 
-def part_b() -> None:
+def part_b(runs=(("local", ["--concurrency", "64"], False), ("ray, 2 workers", executor_args(2, 32), False))) -> None:
     print("(b) the full ESConv request set, no latency: CPU seconds of our processes per request")
-    for name, extra in (("local", ["--concurrency", "64"]), ("ray, 2 workers", executor_args(2, 32))):
+    for name, extra, sdk in runs:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             work = Path(tmp)
             server = Server(work / "answered.jsonl", 0.0)
             try:
-                r = ipm_build(server.url, work, *extra)
+                r = ipm_build(server.url, work, *extra, sdk=sdk)
             finally:
                 server.stop()
         n = r["sent"]
@@ -205,6 +214,18 @@ def part_b() -> None:
         print(f"  driver: {r['driver_cpu_s']:.1f} CPU-s = {1000 * r['driver_cpu_s'] / n:.2f} ms/request (goal <= 1), "
               f"peak RSS {r['driver_peak_mb']:.0f} MB (goal <= 1024)")
         print(f"  others: {others or 'none'}; peak RSS of all of ours together {r['peak_total_mb']:.0f} MB")
+
+
+def part_transport() -> None:
+    """The HTTP engine on aiohttp (ours) against the openai SDK on its aiohttp transport, on the full request set."""
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        print("(transport) skipped: pip install 'openai[aiohttp]' to compare the openai SDK's transport")
+        return
+    print("(transport) the same build, the HTTP engine's POST through aiohttp (ours) or through the openai SDK:")
+    part_b((("local, aiohttp (ours)", ["--concurrency", "64"], False),
+            ("local, openai SDK", ["--concurrency", "64"], True)))
 
 
 def part_profile() -> None:
@@ -259,9 +280,9 @@ def area(filename: str, function: str) -> str:
 
 
 def main() -> None:
-    parts = sys.argv[1:] or ["a", "b", "profile"]
+    parts = sys.argv[1:] or ["a", "b", "transport", "profile"]
     for part in parts:
-        {"a": part_a, "b": part_b, "profile": part_profile}[part]()
+        {"a": part_a, "b": part_b, "transport": part_transport, "profile": part_profile}[part]()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,12 +12,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from ipm_prefdial import __version__
+from ipm_prefdial.engines import ENGINES
+from ipm_prefdial.executors import EXECUTORS
+from ipm_prefdial.sources.load import SOURCES
+from ipm_prefdial.splits import SPLIT_METHODS
 
 app = typer.Typer(
     name="ipm",
     help="Build IPM-PrefDial (preference data for emotional-support dialogue) and check it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
@@ -40,48 +45,84 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def choice(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """An enum of option values: ``--help`` lists them and shell completion offers them."""
+    return Enum(name, [(v.replace("-", "_"), v) for v in values], type=str)  # type: ignore[return-value]
+
+
+def _value(member: Enum | None) -> str | None:
+    return member.value if member is not None else None
+
+
+SourceChoice = choice("SourceChoice", SOURCES)
+SplitChoice = choice("SplitChoice", SPLIT_METHODS)
+StageChoice = choice("StageChoice", ("sft", "all"))
+OnInvalidChoice = choice("OnInvalidChoice", ("error", "skip"))
+EngineChoice = choice("EngineChoice", ENGINES)
+ExecutorChoice = choice("ExecutorChoice", EXECUTORS)
+
+
 @app.command()
 def build(
-    source: str | None = typer.Option(
+    source: SourceChoice | None = typer.Option(
         None, help="esconv (default) | failed-esconv | json (any ESConv-style JSON/JSONL)."),
     source_path: str | None = typer.Option(
         None, help="Local copy: a JSON list / JSONL file, or a directory with the Hub's train/valid/test.txt. "
                    "For esconv, IPM_ESCONV_PATH is used when unset; else upstream is downloaded and cached."),
-    split: str | None = typer.Option(None, help="decoupledesc (the paper's, default for esconv) | hf | random."),
-    seed: int | None = typer.Option(None, help="Seed of --split random."),
-    stage: str | None = typer.Option(None, help="sft: the SFT configs only (no LLM) | all: also mine pairs."),
+    split: SplitChoice | None = typer.Option(None, help="decoupledesc (the paper's, default for esconv) | hf | "
+                                                        "random."),
+    seed: int | None = typer.Option(None, help="Seed of --split random (0 or more)."),
+    stage: StageChoice | None = typer.Option(None, help="sft: the SFT configs only (no LLM) | all: also mine pairs."),
     limit: int | None = typer.Option(None, help="The first N dialogues of each split (in the split's order)."),
-    out_dir: str | None = typer.Option(None, "--out", help="Build directory (default: ./ipm_prefdial)."),
+    out_dir: str | None = typer.Option(None, "--out", help="Build directory (default: ./ipm_prefdial): new, empty "
+                                                           "or an earlier build."),
     dataset_version: str | None = typer.Option(None, help="Version written to the card and manifest (default 0.2.0)."),
-    on_invalid: str | None = typer.Option(None, help="error (default): stop and list bad records | skip: drop "
-                                                       "bad dialogues, counted in the manifest."),
+    on_invalid: OnInvalidChoice | None = typer.Option(None, help="error (default): stop and list bad records | skip: "
+                                                                 "drop bad dialogues, counted in the manifest."),
     cache_dir: str | None = typer.Option(None, help="Cache root (default: IPM_CACHE_DIR or the user cache dir)."),
     prompts_dir: str | None = typer.Option(None, help="Use prompt templates from this directory."),
     trim_tokens: int | None = typer.Option(None, help="Shorten every prompt from its oldest history until prompt + "
-                                                      "answer fit N tokens (off: the paper's data is untrimmed)."),
+                                                      "answer fit N tokens, N >= 64 (off: the paper's data is "
+                                                      "untrimmed)."),
     trim_tokenizer: str | None = typer.Option(None, help="Tokenizer counting those tokens and the card's prompt "
                                                          "lengths: bundled (SmolLM2, default) | a path | a Hub id | "
                                                          "none."),
-    engine: str | None = typer.Option(None, help="Policy engine: local (default) | openai | vllm | transformers."),
-    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint of the policy (key: OPENAI_API_KEY)."),
+    engine: EngineChoice | None = typer.Option(None, help="Policy engine: local (default) | openai | vllm | "
+                                                          "transformers."),
+    base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint of the policy (key: OPENAI_API_KEY; "
+                                                   "Azure: AZURE_OPENAI_API_KEY, a deployment URL with "
+                                                   "?api-version=...)."),
     model: str | None = typer.Option(None, help="Policy model for SP, RG and VM (default: the engine's)."),
     sp_model: str | None = typer.Option(None, help="SP policy, e.g. an SFT checkpoint from ipm train."),
     rg_model: str | None = typer.Option(None, help="RG policy."),
     vm_model: str | None = typer.Option(None, help="VM (joint) policy."),
-    concurrency: int | None = typer.Option(None, help="Requests in flight per engine."),
+    concurrency: int | None = typer.Option(None, help="Requests in flight per engine (1 to 4096)."),
     context_tokens: int | None = typer.Option(None, help="Prompt + answer budget per request (default: the "
                                                          "engine's; local 4096 per slot). Longer prompts lose their "
                                                          "oldest history."),
-    samples: int | None = typer.Option(None, help="Policy samples per turn (default 1, as the paper)."),
-    temperature: float | None = typer.Option(None, help="Policy temperature (default 0.7)."),
-    top_p: float | None = typer.Option(None, help="Policy top_p (default 0.95)."),
+    samples: int | None = typer.Option(None, help="Policy samples per turn (default 1, as the paper; at most 64)."),
+    temperature: float | None = typer.Option(None, help="Policy temperature, 0 to 2 (default 0.7)."),
+    top_p: float | None = typer.Option(None, help="Policy top_p, above 0 and at most 1 (default 0.95)."),
     sp_max_tokens: int | None = typer.Option(None, help="Answer bound of SP requests (default 32)."),
     rg_max_tokens: int | None = typer.Option(None, help="Answer bound of RG requests (default 160); a reply cut "
                                                         "there is trimmed to its last full sentence."),
     vm_max_tokens: int | None = typer.Option(None, help="Answer bound of VM requests (default 192)."),
     judge_max_tokens: int | None = typer.Option(None, help="Answer bound of judge requests (default 320)."),
-    executor: str | None = typer.Option(None, help="local (default): this process | ray: engines in Ray actors "
-                                                   "(RAY_ADDRESS or --ray-address, else a local Ray)."),
+    retries: int | None = typer.Option(None, help="Retries of a request that fails with a transient kind (timeout, "
+                                                  "429, 5xx, dropped connection), 0 to 20 (default 4); one still "
+                                                  "failing makes the build incomplete (exit code 3)."),
+    give_up_after: float | None = typer.Option(None, help="Seconds without a single answer, while requests keep "
+                                                          "failing (a dead server, a lost cluster), before the build "
+                                                          "stops with exit code 75, answers kept (default 120)."),
+    header: list[str] | None = typer.Option(None, "--header", help="An HTTP header for every request to --base-url, "
+                                                                   "NAME=VALUE (repeatable; a gateway's key, an "
+                                                                   "organisation). Never written anywhere."),
+    judge_header: list[str] | None = typer.Option(None, "--judge-header", help="An HTTP header for the judge's "
+                                                                               "endpoint (default: --header's when "
+                                                                               "the judge uses --base-url)."),
+    executor: ExecutorChoice | None = typer.Option(None, help="local (default): this process | ray: engines in Ray "
+                                                              "actors (RAY_ADDRESS or --ray-address, else a local "
+                                                              "Ray)."),
     workers: int | None = typer.Option(None, help="Ray workers, each owning one engine (default 2)."),
     worker_cpus: float | None = typer.Option(None, help="CPUs per Ray worker (default: the cluster's shared out, at "
                                                         "most 1; an embedded engine uses as many threads)."),
@@ -90,7 +131,7 @@ def build(
     vllm_arg: list[str] | None = typer.Option(None, "--vllm-arg", help="A vLLM engine setting, KEY=VALUE "
                                                                       "(repeatable; e.g. max_num_seqs=64, "
                                                                       "tensor_parallel_size=2)."),
-    judge_engine: str | None = typer.Option(None, help="Judge engine (default: the policy engine)."),
+    judge_engine: EngineChoice | None = typer.Option(None, help="Judge engine (default: the policy engine)."),
     judge_base_url: str | None = typer.Option(None, help="Judge endpoint (engine openai)."),
     judge_model: str | None = typer.Option(None, help="Judge model (default: the policy model)."),
     no_judge: bool | None = typer.Option(None, "--no-judge", help="Skip the judge (judge is null)."),
@@ -101,29 +142,91 @@ def build(
                                         help="Print requests and a token estimate; send and write nothing."),
     config: Path | None = typer.Option(None, "--config", help="YAML file with any of these options."),
 ) -> None:
-    """Build the dataset: source -> splits -> SFT configs (-> mined pairs) -> parquet, card, manifest."""
-    from ipm_prefdial.build import build as run_build
-    from ipm_prefdial.config import BuildConfig, ConfigError, parse_settings
-    from ipm_prefdial.sources import SourceError
+    """Build the dataset: source -> splits -> SFT configs (-> mined pairs) -> parquet, card, manifest.
+
+    Exit codes: 0 done; 1 bad input (a source record, a refused request); 2 a bad option; 3 finished incomplete
+    (requests left failed: run it again); 75 an engine or cluster went away (answers kept: run it again)."""
+    from ipm_prefdial.build import check_config
+    from ipm_prefdial.config import BuildConfig, ConfigError, parse_headers, parse_settings
 
     try:
-        cfg = BuildConfig.load(config, source=source, source_path=source_path, split=split, seed=seed, stage=stage,
-                               limit=limit, out=out_dir, dataset_version=dataset_version, on_invalid=on_invalid,
+        cfg = BuildConfig.load(config, source=_value(source), source_path=source_path, split=_value(split),
+                               seed=seed, stage=_value(stage), limit=limit, out=out_dir,
+                               dataset_version=dataset_version, on_invalid=_value(on_invalid),
                                cache_dir=cache_dir, prompts_dir=prompts_dir, trim_tokens=trim_tokens,
-                               trim_tokenizer=trim_tokenizer, engine=engine, base_url=base_url, executor=executor,
-                               workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus,
-                               ray_address=ray_address,
+                               trim_tokenizer=trim_tokenizer, engine=_value(engine), base_url=base_url,
+                               executor=_value(executor), workers=workers, worker_cpus=worker_cpus,
+                               worker_gpus=worker_gpus, ray_address=ray_address,
                                model=model, sp_model=sp_model, rg_model=rg_model, vm_model=vm_model,
                                concurrency=concurrency, context_tokens=context_tokens, samples=samples,
                                temperature=temperature, top_p=top_p,
                                sp_max_tokens=sp_max_tokens, rg_max_tokens=rg_max_tokens, vm_max_tokens=vm_max_tokens,
-                               judge_max_tokens=judge_max_tokens,
-                               judge_engine=judge_engine, judge_base_url=judge_base_url, judge_model=judge_model,
-                               no_judge=no_judge, no_cache=no_cache, retry_failed=retry_failed, dry_run=dry_run)
+                               judge_max_tokens=judge_max_tokens, retries=retries, give_up_after=give_up_after,
+                               judge_engine=_value(judge_engine), judge_base_url=judge_base_url,
+                               judge_model=judge_model, no_judge=no_judge, no_cache=no_cache,
+                               retry_failed=retry_failed, dry_run=dry_run)
         cfg.vllm = {**cfg.vllm, **parse_settings(vllm_arg or [], "--vllm-arg")}
+        cfg.headers = {**cfg.headers, **parse_headers(header or [], "--header")}
+        cfg.judge_headers = {**cfg.judge_headers, **parse_headers(judge_header or [], "--judge-header")}
+        check_config(cfg)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    if cfg.executor == "ray" and cfg.stage == "all" and not cfg.dry_run:
+        _build_under_supervision(cfg)
+    _run_build(cfg)
+
+
+@app.command("build-child", hidden=True)
+def build_child() -> None:
+    """``ipm build --executor ray``'s driver: the checked config on stdin, run in a process the parent watches."""
+    import sys
+
+    from ipm_prefdial.config import BuildConfig
+    from ipm_prefdial.executors.supervise import quiet_ray_driver, report_exit
+
+    cfg = BuildConfig(**json.loads(sys.stdin.read()))
+    quiet_ray_driver()
+    try:
+        _run_build(cfg)
+    except typer.Exit as exit_:
+        report_exit(exit_.exit_code)
+        raise
+    except KeyboardInterrupt:
+        report_exit(130)
+        raise
+    report_exit(0)
+
+
+def _build_under_supervision(cfg) -> None:
+    """Run the Ray build in a child process this one watches (see ``executors.supervise``); ends with its code."""
+    import dataclasses
+
+    from ipm_prefdial.executors import supervise
+    from ipm_prefdial.sources.download import default_cache_dir
+
+    root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    code, line = supervise.run(dataclasses.asdict(cfg), None if cfg.no_cache else root / "requests.sqlite",
+                               root / "logs")
+    if line:
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _run_build(cfg) -> None:
+    """Build with a checked config and print the summary; the exit code says how it ended."""
+    from ipm_prefdial.build import build as run_build
+    from ipm_prefdial.config import ConfigError
+    from ipm_prefdial.engines import CacheError, EngineStop
+    from ipm_prefdial.sources import SourceError
+
+    try:
         result = run_build(cfg, console=err)
-    except (SourceError, ConfigError, FileNotFoundError, RuntimeError) as exc:
-        raise _fail(str(exc)) from None
+    except EngineStop as stop:
+        raise _fail(_stop_line(stop), stop.exit_code) from None
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except (SourceError, CacheError, FileNotFoundError, RuntimeError) as exc:
+        raise _fail(str(exc), 1) from None
     if result.dry_run is not None:
         _print_dry_run(result.dry_run)
         return
@@ -159,6 +262,24 @@ def build(
             pools.setdefault(json.dumps(d["per_worker"]), ([], d))[0].append(role.upper())
     for roles, d in pools.values():
         out.print(f"ray {'+'.join(roles)} ({d['workers']} workers): {_per_worker(d['per_worker'])}")
+    if not result.complete:
+        left = m["incomplete"]
+        kinds = ", ".join(f"{k} {v}" for k, v in left["transient_failures"].items())
+        err.print(f"[bold yellow]incomplete:[/] {left['requests']} requests ended in transient failures ({kinds}); "
+                  f"the build is written but marked incomplete (manifest.json complete: false). Run the same "
+                  "command again to send them again and complete it.", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
+
+
+def _stop_line(stop) -> str:
+    """The one line of a run that stopped because its engine is gone or refuses it."""
+    from ipm_prefdial.engines import EXIT_GONE
+
+    if stop.exit_code != EXIT_GONE:
+        return f"{stop}; nothing was recorded for the refused requests"
+    kept = getattr(stop, "kept", None)
+    kept_text = f"{kept:,} answers of this run are kept in the request cache; " if kept else ""
+    return f"{stop}; no dataset written; {kept_text}run the same command again to resume"
 
 
 def _per_worker(workers: list[dict]) -> str:
@@ -227,28 +348,38 @@ def publish(
     directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory."),
     repo_id: str = typer.Option(..., "--repo-id", help="Dataset repo on the Hub, ORG/NAME."),
     private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Publish a build that is valid but "
+                                                                            "incomplete (requests left failed); "
+                                                                            "the card says so."),
 ) -> None:
-    """Validate a build, upload it to the Hub as a dataset and tag v<version> (token: HF_TOKEN or hf auth login)."""
+    """Validate a build, upload it to the Hub as a dataset and tag v<version> (token: HF_TOKEN or hf auth login).
+    An invalid or incomplete build is refused (exit code 1)."""
     from ipm_prefdial.publish import PublishError
     from ipm_prefdial.publish import publish as run_publish
 
     try:
-        done = run_publish(directory, repo_id, private=private)
+        done = run_publish(directory, repo_id, private=private, allow_incomplete=allow_incomplete)
     except PublishError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), 1) from None
     out.print(f"published {done.repo_id} {done.tag} (commit {done.commit}): {done.url}")
     out.print(f'load it with: load_dataset("{done.repo_id}", "response_pairs", revision="{done.tag}")')
+
+
+SystemChoice = choice("SystemChoice", ("decoupled", "joint", "rg-gold"))
+TrainStageChoice = choice("TrainStageChoice", ("sft", "dpo"))
+PairsChoice = choice("PairsChoice", ("retained", "all"))
 
 
 @app.command()
 def infer(
     data: Path = typer.Option(Path("ipm_prefdial"), help="Build directory (its test split is used)."),
-    system: str = typer.Option(..., help="decoupled (SP then RG) | joint (VM) | rg-gold (RG with the gold strategy)."),
+    system: SystemChoice = typer.Option(..., help="decoupled (SP then RG) | joint (VM) | rg-gold (RG with the gold "
+                                                  "strategy)."),
     out_file: Path = typer.Option(..., "--out", help="Predictions JSONL to write."),
     run: Path | None = typer.Option(None, help="An `ipm train` run: models at RUN/<sp|rg|vm>/<stage>."),
-    stage: str = typer.Option("dpo", help="Which models of --run: sft | dpo."),
-    engine: str | None = typer.Option(None, help="local (default) | openai | vllm | transformers (default with "
-                                                 "--run or --sp-model etc.)."),
+    stage: TrainStageChoice = typer.Option("dpo", help="Which models of --run: sft | dpo."),
+    engine: EngineChoice | None = typer.Option(None, help="local (default) | openai | vllm | transformers (default "
+                                                          "with --run or --sp-model etc.)."),
     model: str | None = typer.Option(None, help="One model for every task (default: the engine's)."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint (engine openai)."),
     sp_model: str | None = typer.Option(None, help="SP model (decoupled)."),
@@ -261,7 +392,8 @@ def infer(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the request cache."),
     rg_max_tokens: int = typer.Option(160, help="Answer bound of RG requests."),
     vm_max_tokens: int = typer.Option(192, help="Answer bound of VM requests."),
-    executor: str = typer.Option("local", help="local: this process | ray: engines in Ray actors (as ipm build)."),
+    executor: ExecutorChoice = typer.Option("local", help="local: this process | ray: engines in Ray actors (as ipm "
+                                                          "build)."),
     workers: int = typer.Option(2, help="Ray workers, each owning one engine."),
     worker_cpus: float | None = typer.Option(None, help="CPUs per Ray worker (default: the cluster's shared out, at "
                                                         "most 1)."),
@@ -269,20 +401,29 @@ def infer(
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else local)."),
 ) -> None:
     """Run a system on the test turns of a build (gold history, greedy decoding); write predictions JSONL."""
-    from ipm_prefdial.evaluation.infer import InferConfig, InferError
+    from ipm_prefdial.config import ConfigError
+    from ipm_prefdial.engines import CacheError, EngineStop
+    from ipm_prefdial.evaluation.infer import InferConfig, InferError, check_infer
     from ipm_prefdial.evaluation.infer import infer as run_infer
     from ipm_prefdial.progress import progress_bar
 
-    cfg = InferConfig(data=str(data), system=system, out=str(out_file), run=str(run) if run else None, stage=stage,
-                      engine=engine, model=model, base_url=base_url, sp_model=sp_model, rg_model=rg_model,
-                      vm_model=vm_model, limit=limit, concurrency=concurrency, cache_dir=cache_dir, no_cache=no_cache,
-                      rg_max_tokens=rg_max_tokens, vm_max_tokens=vm_max_tokens, executor=executor,
-                      workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus, ray_address=ray_address)
+    cfg = InferConfig(data=str(data), system=system.value, out=str(out_file), run=str(run) if run else None,
+                      stage=stage.value, engine=_value(engine), model=model, base_url=base_url, sp_model=sp_model,
+                      rg_model=rg_model, vm_model=vm_model, limit=limit, concurrency=concurrency,
+                      cache_dir=cache_dir, no_cache=no_cache, rg_max_tokens=rg_max_tokens,
+                      vm_max_tokens=vm_max_tokens, executor=executor.value, workers=workers, worker_cpus=worker_cpus,
+                      worker_gpus=worker_gpus, ray_address=ray_address)
+    try:
+        check_infer(cfg)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
     try:
         with progress_bar(err) as progress:
             summary = run_infer(cfg, progress)
-    except (InferError, ValueError, RuntimeError) as exc:
-        raise _fail(str(exc)) from None
+    except EngineStop as stop:
+        raise _fail(_stop_line(stop), stop.exit_code) from None
+    except (InferError, CacheError, ValueError, RuntimeError, OSError) as exc:
+        raise _fail(str(exc), 1) from None
     models = ", ".join(f"{k.upper()} {v}" for k, v in summary["models"].items())
     out.print(f"{summary['rows']} predictions ({summary['trimmed']} trimmed at max_tokens to their last sentence, "
               f"{summary['failed']} without a reply) -> {summary['out']}; {models}")
@@ -292,6 +433,18 @@ def infer(
     for pool in summary["ray"]:
         out.print(f"ray {'+'.join(t.upper() for t in pool['tasks'])} ({len(pool['per_worker'])} workers): "
                   + _per_worker(pool["per_worker"]))
+    from collections import Counter
+
+    from ipm_prefdial.engines.base import TRANSIENT
+
+    left: Counter = Counter()
+    for acc in summary["accounting"].values():
+        left.update({k: v for k, v in acc["failures"].items() if k in TRANSIENT})
+    if left:
+        err.print(f"[bold yellow]incomplete:[/] {sum(left.values())} requests ended in transient failures "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(left.items()))}): their predictions have no reply. Run "
+                  "the same command again to send them again.", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
 
 
 @app.command("eval")
@@ -299,7 +452,8 @@ def evaluate(
     predictions: list[Path] = typer.Option(..., "--predictions", help="Predictions JSONL file(s) (ipm infer's, or "
                                                                        "any with the same fields)."),
     extra: list[Path] | None = typer.Argument(None, help="More predictions files (--predictions A B C)."),
-    judge_engine: str | None = typer.Option(None, help="Also score replies with an LLM judge on this engine."),
+    judge_engine: EngineChoice | None = typer.Option(None, help="Also score replies with an LLM judge on this "
+                                                                "engine."),
     judge_model: str | None = typer.Option(None, help="Judge model (default: the engine's)."),
     judge_base_url: str | None = typer.Option(None, help="Judge endpoint (engine openai)."),
     judge_concurrency: int | None = typer.Option(None, help="Judge requests in flight."),
@@ -312,10 +466,22 @@ def evaluate(
     Distinct, ROUGE-L, F1, length) and optional judge scores of one or more predictions files."""
     import time
 
+    from ipm_prefdial.config import ConfigError, check_range
+    from ipm_prefdial.engines import CacheError, EngineStop
     from ipm_prefdial.evaluation.evaluate import PredictionsError, label_of, read_predictions
     from ipm_prefdial.evaluation.evaluate import evaluate as run_eval
     from ipm_prefdial.progress import progress_bar
 
+    try:
+        check_range("concurrency", judge_concurrency)
+        if judge_engine is not None and judge_engine.value == "openai" and not judge_base_url:
+            raise ConfigError("--judge-engine openai needs --judge-base-url")
+        for path, name in ((json_out, "--json"), (report, "--report")):
+            if path is not None and path.exists() and (path.is_dir() if name == "--json" else not path.is_dir()):
+                raise ConfigError(f"{name} {path}: {'a directory' if name == '--json' else 'a file'}, not "
+                                  f"{'a file' if name == '--json' else 'a directory'}")
+    except ConfigError as exc:
+        raise _fail(str(exc).replace("--concurrency", "--judge-concurrency"), 2) from None
     files = [*predictions, *(extra or [])]
     results: dict[str, dict] = {}
     started = time.perf_counter()
@@ -330,12 +496,15 @@ def evaluate(
                 from ipm_prefdial.evaluation.judge import judge_scores
 
                 with progress_bar(err) as progress:
-                    judged = judge_scores(rows, engine=judge_engine, model=judge_model, base_url=judge_base_url,
+                    judged = judge_scores(rows, engine=judge_engine.value, model=judge_model,
+                                          base_url=judge_base_url,
                                           cache_dir=cache_dir, concurrency=judge_concurrency, progress=progress)
                 results[label]["judge"] = judged["scores"]
                 results[label]["judge_details"] = {k: v for k, v in judged.items() if k != "scores"}
-    except (PredictionsError, ValueError, RuntimeError) as exc:
-        raise _fail(str(exc)) from None
+    except EngineStop as stop:
+        raise _fail(_stop_line(stop), stop.exit_code) from None
+    except (PredictionsError, CacheError, ValueError, RuntimeError, OSError) as exc:
+        raise _fail(str(exc), 1) from None
     seconds = time.perf_counter() - started
     table = Table(title=f"ipm eval ({seconds:.1f} s)", title_justify="left")
     table.add_column("metric")
@@ -367,8 +536,8 @@ def train(
     data: Path | None = typer.Option(None, help="Build directory (default ./ipm_prefdial)."),
     config: Path | None = typer.Option(None, "--config", help="TrainConfig YAML (every knob; see configs/)."),
     arms: str | None = typer.Option(None, help="decoupled,joint (default both): SP+RG and/or VM."),
-    pairs: str | None = typer.Option(None, help="retained (default): DPO on judge-retained pairs, falling back to "
-                                                "all when too few | all."),
+    pairs: PairsChoice | None = typer.Option(None, help="retained (default): DPO on judge-retained pairs, falling "
+                                                        "back to all when too few | all."),
     out_dir: str | None = typer.Option(None, "--out", help="Run directory (default runs/ipm, or runs/quick)."),
     base_model: str | None = typer.Option(None, help="bundled (SmolLM2-135M-Instruct) | a Hub id | a directory."),
     cache_dir: str | None = typer.Option(None, help="Where the bundled model is dequantised (default: the cache)."),
@@ -379,12 +548,15 @@ def train(
     from ipm_prefdial.training.run import train as run_train
 
     try:
-        cfg = TrainConfig.load(config, quick=quick, data=str(data) if data else None, arms=arms, pairs=pairs,
-                               out=out_dir, base_model=base_model)
+        cfg = TrainConfig.load(config, quick=quick, data=str(data) if data else None, arms=arms,
+                               pairs=_value(pairs), out=out_dir, base_model=base_model)
+    except TrainConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
         metrics = run_train(cfg, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True),
                             cache_dir=cache_dir)
-    except (TrainConfigError, TrainDataError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+    except (TrainDataError, FileNotFoundError, NotADirectoryError) as exc:
+        raise _fail(str(exc), 1) from None
     table = Table(title=f"ipm train -> {cfg.out} ({metrics['seconds']:.0f} s)", title_justify="left")
     for col in ("model", "SFT loss first -> last", "DPO pairs", "held-out pref. acc. before -> after"):
         table.add_column(col)
@@ -403,7 +575,7 @@ def train(
 
 @app.command("engine-check")
 def engine_check(
-    engine: str = typer.Option("local", help="local | openai | vllm | transformers."),
+    engine: EngineChoice = typer.Option("local", help="local | openai | vllm | transformers."),
     base_url: str | None = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
                                                    "(key from OPENAI_API_KEY)."),
     model: str | None = typer.Option(None, help="Model: a GGUF path or hf://owner/repo/file.gguf (local), a "
@@ -415,14 +587,24 @@ def engine_check(
     retry_failed: bool = typer.Option(False, help="Re-send requests whose recorded answer was a failure."),
 ) -> None:
     """Exercise an engine: N short requests, then throughput and accounting."""
-    from ipm_prefdial.engines import make_engine
+    from ipm_prefdial.config import ConfigError, check_range
+    from ipm_prefdial.engines import CacheError, EngineStop, make_engine
     from ipm_prefdial.engines.check import run_check
 
     try:
-        eng = make_engine(engine, model=model, base_url=base_url, concurrency=concurrency)
+        check_range("concurrency", concurrency)
+        check_range("max_tokens", max_tokens)
+        if engine.value == "openai" and not base_url:
+            raise ConfigError("--engine openai needs --base-url")
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    try:
+        eng = make_engine(engine.value, model=model, base_url=base_url, concurrency=concurrency)
         stats, startup = run_check(eng, requests, max_tokens, cache_dir, retry_failed, err)
-    except (ValueError, RuntimeError) as exc:
-        raise _fail(str(exc)) from None
+    except EngineStop as stop:
+        raise _fail(_stop_line(stop), stop.exit_code) from None
+    except (ValueError, RuntimeError, CacheError, OSError) as exc:
+        raise _fail(str(exc), 1) from None
     wall = max(stats.wall_s, 1e-9)
     out.print(f"engine {eng.name} ({eng.display_name}), concurrency {eng.concurrency}, startup {startup:.1f} s")
     out.print(f"requests/s: {stats.requests / wall:.2f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import yaml
 
 
 class ConfigError(ValueError):
-    pass
+    """An option with a value that cannot work; the message names the option (or the config file and key)."""
+
+
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP token (RFC 9110)
 
 
 def parse_settings(items: list[str], option: str) -> dict:
@@ -108,6 +112,18 @@ class BuildConfig:
     judge_temperature: float = 0.0
     """The judge answers at temperature 0: a verdict should not depend on luck."""
     judge_max_tokens: int = 320
+    retries: int = 4
+    """Retries of a request that fails with a transient kind (timeout, 429, 5xx, a dropped connection, a body that
+    does not read), with jittered exponential backoff from 1 s that honours retry-after. A request still failing
+    after them is recorded, and the build ends incomplete (exit code 3) until a rerun answers it."""
+    give_up_after: float = 120.0
+    """Seconds an engine may go without a single answer while its requests keep failing (a dead server, a lost
+    cluster) before the build stops: answers kept, no dataset written, exit code 75; the same command resumes."""
+    headers: dict = dataclasses.field(default_factory=dict)
+    """Extra HTTP headers for every request to --base-url (a gateway's key, an organisation id); on the command
+    line --header KEY=VALUE (repeatable). Sent, never recorded: the manifest keeps their names only."""
+    judge_headers: dict = dataclasses.field(default_factory=dict)
+    """Extra HTTP headers for the judge's endpoint (default: --header's, when the judge uses --base-url)."""
     no_judge: bool = False
     """Skip the judge: judge is null in every pair."""
     no_cache: bool = False
@@ -116,6 +132,12 @@ class BuildConfig:
     """Re-send requests whose recorded answer was a failure (truncated, invalid)."""
     dry_run: bool = False
     """Print the number of requests and a token estimate; send nothing, write nothing."""
+
+    def judge_request_headers(self) -> dict:
+        """The judge's headers: its own, else the policy's when both use one endpoint (never sent elsewhere)."""
+        if self.judge_headers or (self.judge_base_url and self.judge_base_url != self.base_url):
+            return dict(self.judge_headers)
+        return dict(self.headers)
 
     def resolved_split(self) -> str:
         return self.split or ("decoupledesc" if self.source == "esconv" else "random")
@@ -141,5 +163,79 @@ class BuildConfig:
                 if name not in known:
                     raise ConfigError(f"{path}: unknown option {key!r}; known: {', '.join(sorted(known))}")
                 values[name] = value
+            for key, value in values.items():
+                check_type(cls, key, value, f"{path}: {key}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+# The range of every numeric option: (least, greatest, least excluded). Checked before any work starts, whether a
+# value came from the command line or from a YAML config.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "seed": (0, None, False), "limit": (1, None, False), "trim_tokens": (64, None, False),
+    "concurrency": (1, 4096, False), "context_tokens": (256, None, False), "samples": (1, 64, False),
+    "temperature": (0, 2, False), "top_p": (0, 1, True), "judge_temperature": (0, 2, False),
+    "sp_max_tokens": (1, 65536, False), "rg_max_tokens": (1, 65536, False), "vm_max_tokens": (1, 65536, False),
+    "judge_max_tokens": (1, 65536, False), "workers": (1, 4096, False), "worker_cpus": (0, None, True),
+    "worker_gpus": (0, None, False), "give_up_after": (0, None, True), "retries": (0, 20, False),
+    "max_tokens": (1, 65536, False),  # ipm engine-check
+}
+FLOATS = frozenset({"temperature", "top_p", "judge_temperature", "worker_cpus", "worker_gpus", "give_up_after"})
+MAPPINGS = frozenset({"vllm", "headers", "judge_headers"})
+FLAGS = frozenset({"no_judge", "no_cache", "retry_failed", "dry_run"})
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_type(cls, name: str, value: object, where: str) -> None:
+    """A YAML value of the wrong kind (``concurrency: many``) is named before anything runs."""
+    if value is None:
+        return
+    if name in FLOATS:
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif name in RANGES:
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif name in MAPPINGS:
+        ok, kind = isinstance(value, dict), "a mapping"
+    elif name in FLAGS:
+        ok, kind = isinstance(value, bool), "true or false"
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if not ok:
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}")
+
+
+def check_range(name: str, value: float | None) -> None:
+    if value is None or name not in RANGES:
+        return
+    low, high, open_low = RANGES[name]
+    if (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high):
+        if high is None:
+            rule = f"above {low:g}" if open_low else f"at least {low:g}"
+        else:
+            rule = f"above {low:g} and at most {high:g}" if open_low else f"between {low:g} and {high:g}"
+        raise ConfigError(f"{option(name)} must be {rule}, not {value!r}")
+
+
+def parse_headers(items: list[str], name: str) -> dict[str, str]:
+    """``--header KEY=VALUE`` values as a mapping, header names checked (the values are never echoed)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not HEADER_NAME.fullmatch(key):
+            shown = key if HEADER_NAME.fullmatch(key or "-") else "..."
+            raise ConfigError(f"{name} {shown}=...: expected NAME=VALUE with a header name of letters, digits and "
+                              "-")
+        out[key] = value.strip()
+    return out
+
+
+def check_headers(name: str, headers: dict) -> None:
+    for key, value in headers.items():
+        if not isinstance(key, str) or not HEADER_NAME.fullmatch(key) or not isinstance(value, str) \
+                or "\n" in value or "\r" in value:
+            raise ConfigError(f"{option(name)}: header {str(key)!r} needs a name of letters, digits and - and a "
+                              "one-line string value")

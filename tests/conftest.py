@@ -14,6 +14,11 @@ ESCONV_JSON = ESCONV_DIR / "ESConv.reconstructed.json"
 HUB_DIR = ESCONV_DIR / "hf_thu-coai_esconv"
 
 
+def plain(text: str) -> str:
+    """CLI output as one line of words: rich's error boxes and line wrapping removed."""
+    return " ".join(text.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
     """No test reads the developer's environment or writes to the user cache."""

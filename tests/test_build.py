@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ESCONV_DIR, ESCONV_JSON, HUB_DIR
+from conftest import ESCONV_DIR, ESCONV_JSON, HUB_DIR, plain
 from ipm_prefdial.build import build
 from ipm_prefdial.cli import app
 from ipm_prefdial.config import BuildConfig, ConfigError
@@ -96,15 +96,26 @@ def test_load_dataset_opens_the_build(esconv_build, tmp_path):
 
 
 def test_build_touches_nothing_else_and_drops_stale_files(tmp_path):
+    out = tmp_path / "ds"  # a clone of the dataset's Hub repo holding an older build
+    (out / "data" / "joint_sft").mkdir(parents=True)
+    (out / ".gitattributes").write_text("*.parquet filter=lfs")
+    (out / "data" / "joint_sft" / "old-00000-of-00001.parquet").write_bytes(b"stale")
+    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out), limit=2))
+    assert (out / ".gitattributes").read_text() == "*.parquet filter=lfs"
+    assert sorted(p.name for p in out.iterdir()) == [".gitattributes", "README.md", "data", "manifest.json"]
+    assert not (out / "data" / "joint_sft" / "old-00000-of-00001.parquet").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_a_directory_of_other_things_is_not_a_build_directory(tmp_path):
     out = tmp_path / "ds"
     (out / "data" / "joint_sft").mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
     (out / "data" / "joint_sft" / "old-00000-of-00001.parquet").write_bytes(b"stale")
-    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out), limit=2))
-    assert (out / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "manifest.json", "notes.txt"]
-    assert not (out / "data" / "joint_sft" / "old-00000-of-00001.parquet").exists()
-    assert not list(out.rglob("*.tmp"))
+    with pytest.raises(ConfigError, match="ds: holds notes.txt, so it is not a build directory"):
+        build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out), limit=2))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "data", "data/joint_sft", "data/joint_sft/old-00000-of-00001.parquet", "notes.txt"]
 
 
 def test_limit_takes_the_first_dialogues_of_each_split_in_list_order(tmp_path):
@@ -140,9 +151,9 @@ def test_yaml_config_and_cli_override(tmp_path):
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     result = runner.invoke(app, ["build", "--stage", "sft", "--source-path", str(tmp_path / "missing.json"),
                                  "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # bad input: the source
     assert "missing.json: no such file" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["build", "--stage", "most", "--source-path", str(ESCONV_JSON), "--out",
                                  str(tmp_path / "o")])
-    assert result.exit_code == 2 and "--stage must be sft or all" in result.output
+    assert result.exit_code == 2 and "'most' is not one of 'sft', 'all'" in plain(result.output)
     assert not (tmp_path / "o").exists()

@@ -19,7 +19,7 @@ def build(url, out, cache_dir):
 
 
 def assert_refused(result, db, out):
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output  # bad input: the cache file
     lines = [line for line in result.output.splitlines() if line.strip()]
     message = " ".join(lines)
     assert "Traceback" not in result.output

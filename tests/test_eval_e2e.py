@@ -114,4 +114,4 @@ def test_infer_needs_a_build(tmp_path):
     result = runner.invoke(app(), ["infer", "--data", str(tmp_path), "--system", "joint", "--out",
                                    str(tmp_path / "p.jsonl")])
     assert result.exit_code == 2
-    assert "joint_sft/test-00000-of-00001.parquet: missing" in result.output
+    assert f"--data {tmp_path}: not a build directory (no manifest.json)" in " ".join(result.output.split())

@@ -167,3 +167,62 @@ def test_workers_that_cannot_be_placed_fail_fast_with_the_reason(tmp_path):
     assert "2 workers x (1 CPU, 1 GPU) cannot be placed: GPU: 2 needed, 0 in the cluster" in message, message[-2000:]
     assert "Traceback" not in result.stderr and seconds < 60
     assert read_log(tmp_path / "answered.jsonl") == [] and not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def kill_mid_build(name: str, pattern: str, command: list[str], cache: Path, after: int) -> tuple[int, str, float]:
+    """Run ``command`` and, once ``after`` answers are committed, SIGKILL the processes whose command line holds
+    ``pattern``: (exit code, stderr, seconds from the kill to the end)."""
+    import psutil
+
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while committed(cache / "requests.sqlite") < after:
+            assert child.poll() is None, f"{name}: " + child.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, name
+            time.sleep(0.05)
+        victims = [p for p in psutil.process_iter(["cmdline"]) if pattern in " ".join(p.info["cmdline"] or [])]
+        assert victims, f"{name}: no process matches {pattern!r}"
+        for p in victims:
+            p.kill()
+        killed = time.monotonic()
+        _, stderr = child.communicate(timeout=120)
+        return child.returncode, stderr, time.monotonic() - killed
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_a_lost_node_agent_or_raylet_stops_the_build_with_one_line_and_a_rerun_completes(local_build, tmp_path):
+    """The runtime-env agent killed (no worker can be restarted), then, on the same command, the raylet killed (Ray
+    ends the driver): each stops the build within a minute with exit 75 and one line, nothing recorded as a
+    failure, no dataset written; a local rerun completes it with the bytes of an uninterrupted build."""
+    out, cache = tmp_path / "ds", tmp_path / "cache"
+    server = FakeLLM(latency=0.1).start()
+    try:
+        args = [*IPM, "build", "--source-path", str(ESCONV_JSON), "--stage", "all", "--limit", "3", "--engine",
+                "openai", "--base-url", server.url, "--concurrency", "4", "--trim-tokenizer", "none", "--out",
+                str(out), "--cache-dir", str(cache)]
+        ray = [*args, "--executor", "ray", "--workers", "2"]
+        for name, pattern, after in (("runtime-env agent", "ray::RuntimeEnvAgent", 60),
+                                     ("raylet", "core/src/ray/raylet/raylet", 200)):
+            code, stderr, seconds = kill_mid_build(name, pattern, ray, cache, after)
+            assert code == 75 and seconds < 60, (name, code, seconds, stderr[-3000:])
+            errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1, (name, stderr[-3000:])
+            assert "Traceback" not in stderr and "[state-dump]" not in stderr and "Raylet logs" not in stderr
+            assert "run the same command again to resume" in " ".join(stderr.split())
+            assert not (out / "manifest.json").exists()
+            with sqlite3.connect(cache / "requests.sqlite") as con:
+                assert con.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0, name
+            if name == "raylet":
+                assert errors[0].startswith("error: the Ray cluster stopped the build: (raylet) Raylet is terminated.")
+            else:
+                assert "worker lost: worker" in errors[0] and "died 3 times in a row" in errors[0]
+        kept = committed(cache / "requests.sqlite")
+        build(server.url, out, cache)  # the same command on the local executor
+    finally:
+        server.stop()
+    assert parquet(out) == parquet(local_build)
+    m = manifest(out)
+    assert m["complete"] is True and sent(m) == 527 - kept  # only what the stopped runs had not answered

@@ -21,35 +21,41 @@ def read_predictions(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise PredictionsError(f"{path}: no such predictions file")
     rows, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PredictionsError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise PredictionsError(f"{path}:{number}: expected a JSON object")
-            missing = [k for k in PREDICTION_FIELDS if k not in row]
-            if missing:
-                raise PredictionsError(f"{path}:{number} (id {row.get('id')!r}): missing field(s) {', '.join(missing)}")
-            gold = match(row["strategy"])
-            if gold is None:
-                raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field strategy {row['strategy']!r} is "
-                                       f"not one of the 8 ESConv strategies ({', '.join(STRATEGIES)}; any case, "
-                                       f"or a synonym such as 'Questions')")
-            row["strategy"] = gold
-            if not isinstance(row["response"], str):
-                raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field response must be a string")
-            for field in ("predicted_strategy", "predicted_response"):
-                if row[field] is not None and not isinstance(row[field], str):
-                    raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field {field} must be a string "
-                                           f"or null")
-            if row["id"] in seen:
-                raise PredictionsError(f"{path}:{number}: id {row['id']!r} repeats line {seen[row['id']]}")
-            seen[row["id"]] = number
-            rows.append(row)
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise PredictionsError(f"{path}:{line}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x})") from None
+    except OSError as exc:
+        raise PredictionsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PredictionsError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise PredictionsError(f"{path}:{number}: expected a JSON object")
+        missing = [k for k in PREDICTION_FIELDS if k not in row]
+        if missing:
+            raise PredictionsError(f"{path}:{number} (id {row.get('id')!r}): missing field(s) {', '.join(missing)}")
+        gold = match(row["strategy"])
+        if gold is None:
+            raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field strategy {row['strategy']!r} is "
+                                   f"not one of the 8 ESConv strategies ({', '.join(STRATEGIES)}; any case, "
+                                   f"or a synonym such as 'Questions')")
+        row["strategy"] = gold
+        if not isinstance(row["response"], str):
+            raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field response must be a string")
+        for field in ("predicted_strategy", "predicted_response"):
+            if row[field] is not None and not isinstance(row[field], str):
+                raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field {field} must be a string "
+                                       f"or null")
+        if row["id"] in seen:
+            raise PredictionsError(f"{path}:{number}: id {row['id']!r} repeats line {seen[row['id']]}")
+        seen[row["id"]] = number
+        rows.append(row)
     if not rows:
         raise PredictionsError(f"{path}: no predictions")
     return rows

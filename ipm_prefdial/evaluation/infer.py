@@ -114,6 +114,27 @@ def model_for(cfg: InferConfig, task: str) -> tuple[str, str | None]:
     return cfg.engine or "local", cfg.model
 
 
+def check_infer(cfg: InferConfig) -> None:
+    """Every option of ``ipm infer`` before anything runs: one line naming the option (``ConfigError``)."""
+    from ipm_prefdial.config import ConfigError, check_range
+
+    for name in ("limit", "concurrency", "rg_max_tokens", "vm_max_tokens", "sp_max_tokens", "workers", "worker_cpus",
+                 "worker_gpus"):
+        check_range(name, getattr(cfg, name))
+    data = Path(cfg.data)
+    if not (data / "manifest.json").is_file():
+        raise ConfigError(f"--data {data}: not a build directory (no manifest.json); make one with ipm build")
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: a directory; give the predictions file to write")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is a file, not a directory")
+    if cfg.run and not Path(cfg.run).is_dir():
+        raise ConfigError(f"--run {cfg.run}: no such run directory (ipm train --out)")
+    if (cfg.engine or "local") == "openai" and not cfg.base_url:
+        raise ConfigError("--engine openai needs --base-url")
+
+
 def infer(cfg: InferConfig, progress=None) -> dict:
     """Run the system; write the predictions JSONL; return a summary (rows, accounting per task)."""
     if cfg.system not in SYSTEMS:

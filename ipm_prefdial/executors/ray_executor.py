@@ -31,14 +31,14 @@ from ipm_prefdial.engines.base import (
     ChatRequest,
     ChatResult,
     Engine,
+    EngineStop,
     dialogue_groups,
-    failure,
     fit_context,
     hand_over,
     handed_out,
 )
 
-WORKER_DEATHS = 3  # times a dialogue may lose its worker before its remaining requests are failures
+WORKER_DEATHS = 3  # deaths of a worker in a row, with no answer in between, before the cluster is given up
 PLACEMENT_TIMEOUT_S = 60.0
 
 
@@ -57,15 +57,19 @@ class RayOptions:
     worker_cpus: float | None = None  # default: the cluster's CPUs shared out, at most 1 per worker
     worker_gpus: float = 0.0
     address: str | None = None  # default: RAY_ADDRESS, else a local Ray on this machine
+    give_up_after: float | None = 120.0  # a worker that cannot be brought back within this long ends the run
 
 
 def ray_engine(cfg, name: str, model: str | None, base_url: str | None, *, context_tokens: int | None = None,
-               options: dict | None = None) -> RayEngine:
+               options: dict | None = None, headers: dict | None = None) -> RayEngine:
     """The pool of workers for one engine spec, with the executor settings of ``cfg`` (``ipm build``'s or ``ipm
-    infer``'s: ``workers``, ``worker_cpus``, ``worker_gpus``, ``ray_address``, ``concurrency`` per worker)."""
+    infer``'s: ``workers``, ``worker_cpus``, ``worker_gpus``, ``ray_address``, ``concurrency`` per worker,
+    ``give_up_after``)."""
+    give_up = getattr(cfg, "give_up_after", None)
     spec = {"name": name, "model": model, "base_url": base_url, "concurrency": cfg.concurrency,
-            "context_tokens": context_tokens, "options": dict(options or {})}
-    return RayEngine(spec, RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address))
+            "context_tokens": context_tokens, "options": dict(options or {}), "headers": dict(headers or {}),
+            "give_up_after": give_up, "retries": getattr(cfg, "retries", None)}
+    return RayEngine(spec, RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address, give_up))
 
 
 def ray_module():
@@ -99,6 +103,8 @@ class EngineWorker:
 
         self.engine = make_engine(spec["name"], model=spec.get("model"), base_url=spec.get("base_url"),
                                   concurrency=spec.get("concurrency"), context_tokens=spec.get("context_tokens"),
+                                  headers=spec.get("headers"), give_up_after=spec.get("give_up_after"),
+                                  retries=spec.get("retries"),
                                   **spec.get("options", {}))
 
     async def info(self) -> dict:
@@ -244,6 +250,12 @@ class RayEngine(Engine):
                 "workers": self.options.workers, "worker_cpus": self._cpus, "worker_gpus": self.options.worker_gpus,
                 "per_worker": [s.as_dict() for s in self.stats]}
 
+    def _lost(self, k: int, deaths: int, why: str) -> EngineStop:
+        """A worker that died ``deaths`` times in a row (or was not brought back): the cluster cannot keep it."""
+        target = self.spec.get("base_url") or self.spec.get("model") or "its default model"
+        return EngineStop(f"Ray workers ({self.spec['name']} engine, {target})", "worker lost",
+                          f"worker {k} died {deaths} times in a row while answering ({why})")
+
     def attach_progress(self, progress) -> None:
         """Show one line per worker (answers and their rate) under the run's own bar."""
         self._progress = progress
@@ -279,29 +291,52 @@ class RayEngine(Engine):
                     try:
                         stream = worker.run.options(num_returns="streaming", _generator_backpressure_num_objects=1
                                                     ).remote([requests[i] for i in remaining])
-                        async for ref in stream:
+                        while True:
+                            # after a death, the restarted worker must answer within give_up_after (a cluster
+                            # that cannot place it any more would otherwise leave this slot waiting for ever)
+                            bound = self.options.give_up_after if deaths else None
+                            try:
+                                ref = await asyncio.wait_for(stream.__anext__(), bound)
+                            except StopAsyncIteration:
+                                break
+                            except asyncio.TimeoutError:
+                                raise self._lost(k, deaths, f"it was not back within {bound:g} s of its last "
+                                                            "death") from None
                             j, result = await ref
                             answered.add(remaining[j])
+                            deaths = 0  # it answers: alive again
                             await deliver(remaining[j], result, k)
                         remaining = []
                     except Exception as exc:
+                        stop = _engine_stop(exc)
+                        if stop is not None:  # the worker's own engine gave up (its endpoint is gone)
+                            raise stop from None
                         if not _actor_died(exc):
                             raise
                         # the actor died (process killed, node lost): Ray restarts it; what it answered is kept
                         deaths += 1
                         self.stats[k].deaths += 1
                         remaining = [i for i in remaining if i not in answered]
-                        if deaths < WORKER_DEATHS:
-                            await asyncio.sleep(min(2.0**deaths, 10.0))
-                            continue
-                        for i in remaining:
-                            await deliver(i, failure("connection", f"Ray worker {k} died {deaths} times while "
-                                                                   f"answering this dialogue: {exc}"), k)
-                        remaining = []
+                        if deaths >= WORKER_DEATHS:  # it cannot be kept alive: stop, nothing recorded as failed
+                            raise self._lost(k, deaths, _first_line(exc)) from None
+                        await asyncio.sleep(min(2.0**deaths, 10.0))
 
         # worker 0's first slot, worker 1's first slot, ...: the first dialogues spread over the workers
         slots = [asyncio.create_task(slot(k)) for _ in range(self.concurrency) for k in range(len(self._workers))]
         return handed_out(done, slots, len(requests))
+
+
+def _engine_stop(exc: BaseException) -> EngineStop | None:
+    """The ``EngineStop`` a worker raised, out of Ray's wrapping."""
+    if isinstance(exc, EngineStop):
+        return exc
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, EngineStop) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _actor_died(exc: BaseException) -> bool:

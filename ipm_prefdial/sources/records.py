@@ -138,13 +138,14 @@ def parse_dialogue(record: object, *, path: Path, index: int, dialog_id: int,
             continue
         annotation = turn.get("annotation") if isinstance(turn.get("annotation"), dict) else {}
         label = annotation.get("strategy", turn.get("strategy"))
+        key = "annotation.strategy" if "strategy" in annotation or "strategy" not in turn else "strategy"
         if not isinstance(label, str) or not label.strip():
-            problems.append(f"{where}: field '{field}.annotation.strategy': supporter utterance without a strategy")
+            problems.append(f"{where}: field '{field}.{key}': supporter utterance without a strategy")
             continue
         strategy = canonical_strategy(label)
         if strategy is None:
             unknown[label] += 1
-            problems.append(f"{where}: field '{field}.annotation.strategy': unknown strategy {label!r}")
+            problems.append(f"{where}: field '{field}.{key}': unknown strategy {label!r}")
             continue
         utterances.append(Utterance(text, strategy))
     emotion = _optional_str(record, "emotion_type", where, problems)

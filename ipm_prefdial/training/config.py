@@ -21,6 +21,30 @@ class TrainConfigError(ValueError):
     pass
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Numbers that may be 0; every other numeric knob must be above 0.
+MAY_BE_ZERO = frozenset({"seed", "warmup_ratio", "lora_dropout", "min_retained"})
+
+
+def _check_number(name: str, value: object, default: object) -> None:
+    """A numeric knob (by its default's type) must be a number, above 0 unless it may be 0; None where allowed."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)) and default is not None:
+        return
+    if value is None:
+        if default is None or name.endswith(("max_examples", "heldout_pairs", "test_turns")):
+            return
+        raise TrainConfigError(f"{name}: needs a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if default is None and not isinstance(value, (int, float)):
+            raise TrainConfigError(f"{name} {value!r}: expected a whole number or null")
+        raise TrainConfigError(f"{name} {value!r}: expected a number")
+    if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+        raise TrainConfigError(f"{name} {value!r}: expected a whole number")
+    least = 0 if name.rsplit(".", 1)[-1] in MAY_BE_ZERO else None
+    if (least is not None and value < least) or (least is None and value <= 0):
+        raise TrainConfigError(f"{name} {value!r}: must be {'at least 0' if least is not None else 'above 0'}")
+
+
 @dataclass
 class StageConfig:
     epochs: float = 1.0
@@ -121,6 +145,13 @@ class TrainConfig:
         return base.updated(**overrides)
 
     def check(self) -> None:
+        for where, obj in (("", self), ("sft.", self.sft), ("dpo.", self.dpo)):
+            for f in fields(obj):
+                _check_number(f"{where}{f.name}", getattr(obj, f.name), f.default)
+        if not 0 <= self.lora_dropout < 1:
+            raise TrainConfigError(f"lora_dropout {self.lora_dropout}: must be at least 0 and below 1")
+        if self.dtype not in DTYPES:
+            raise TrainConfigError(f"dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
         bad = [a for a in self.arms if a not in ARMS]
         if bad or not self.arms:
             raise TrainConfigError(f"arms {list(self.arms)}: choose from {', '.join(ARMS)}")

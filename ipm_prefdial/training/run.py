@@ -19,11 +19,13 @@ STAGES = ("sft", "dpo")
 def train(cfg: TrainConfig, log=print, cache_dir: str | None = None) -> dict:
     started = time.perf_counter()
     out = Path(cfg.out)
+    from ipm_prefdial.training.data import PAIR_CONFIG, SFT_CONFIG, TrainDataError, check_configs
+
+    check_configs(cfg.data, [c for t in cfg.tasks for c in (SFT_CONFIG[t], PAIR_CONFIG[t])])  # before any write
+    if out.exists() and not out.is_dir():
+        raise TrainDataError(f"--out {out}: a file, not a run directory")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=False), encoding="utf-8")
-    from ipm_prefdial.training.data import PAIR_CONFIG, SFT_CONFIG, check_configs
-
-    check_configs(cfg.data, [c for t in cfg.tasks for c in (SFT_CONFIG[t], PAIR_CONFIG[t])])
     import torch
 
     torch.manual_seed(cfg.seed)
