@@ -160,3 +160,25 @@ def test_requests_left_failed_make_an_incomplete_build_until_a_rerun_answers_the
     assert parquet(out) == parquet(fake_pairs_build["out"])
     assert "incomplete" not in (out / "README.md").read_text()
     assert runner.invoke(app, ["validate", str(out)]).exit_code == 0
+
+
+def test_an_engine_stop_from_a_ray_worker_comes_out_as_its_one_line():
+    """Ray wraps what a worker raises in a RayTaskError that is also an EngineStop but prints the worker's traceback;
+    the driver re-raises the plain EngineStop."""
+    from ipm_prefdial.engines import EngineStop
+    from ipm_prefdial.executors.ray_executor import _engine_stop
+
+    cause = EngineStop("http://10.0.0.7:8000/v1", "no answer for 120 s", "connection: refused")
+
+    class RayTaskErrorLike(EngineStop):
+        def __init__(self):
+            super().__init__("x", "y", "z")
+            self.cause = cause
+
+        def __str__(self):
+            return "ray::EngineWorker.run() (pid=1234)\n  File ...\nTraceback (most recent call last): ..."
+
+    stop = _engine_stop(RayTaskErrorLike())
+    assert type(stop) is EngineStop and stop.exit_code == 75
+    assert str(stop) == "http://10.0.0.7:8000/v1: no answer for 120 s: connection: refused"
+    assert _engine_stop(ValueError("other")) is None

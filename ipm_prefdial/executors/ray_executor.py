@@ -327,11 +327,12 @@ class RayEngine(Engine):
 
 
 def _engine_stop(exc: BaseException) -> EngineStop | None:
-    """The ``EngineStop`` a worker raised, out of Ray's wrapping."""
-    if isinstance(exc, EngineStop):
-        return exc
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, EngineStop) else None
+    """The ``EngineStop`` a worker raised, out of Ray's wrapping (a ``RayTaskError`` that is also an ``EngineStop``
+    but prints the worker's traceback): a plain one, which prints one line."""
+    stop = getattr(exc, "cause", None)
+    if not isinstance(stop, EngineStop):
+        stop = exc if isinstance(exc, EngineStop) else None
+    return None if stop is None else EngineStop(stop.endpoint, stop.kind, stop.detail, stop.exit_code)
 
 
 def _first_line(exc: BaseException) -> str:
