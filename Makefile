@@ -85,6 +85,8 @@ bench-vllm: install install-vllm
 	$(VLLM_BIN)/python benchmarks/bench_vllm.py
 
 bench: install
+	# the openai SDK, only to compare its transport with ours (bench_scale.py transport)
+	$(BIN)/python -m pip install --quiet 'openai[aiohttp]>=1.80,<4'
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_engines.py
 	$(BIN)/python benchmarks/bench_eval.py

@@ -93,6 +93,8 @@ def role(proc: psutil.Process) -> str:
     except psutil.Error:
         return "gone"
     title = cmdline[0] if cmdline else name
+    if "build-child" in cmdline:  # a Ray build's driver: `ipm build` runs it in a child that it watches
+        return "driver"
     if name == "raylet" or title.endswith("/raylet"):
         return "raylet"
     if name == "gcs_server" or title.endswith("/gcs_server"):
@@ -112,6 +114,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.cpu: dict[int, tuple[str, float]] = {}
+        self.peak: dict[str, int] = {}  # peak RSS by role
         self.peak_total = 0
         self.done = threading.Event()
 
@@ -129,6 +132,7 @@ class Sampler(threading.Thread):
                     total += p.memory_info().rss
                     known = self.cpu.get(p.pid, ("ray idle", 0.0))[0]
                     self.cpu[p.pid] = (role(p) if known == "ray idle" else known, t.user + t.system)
+                    self.peak[self.cpu[p.pid][0]] = max(self.peak.get(self.cpu[p.pid][0], 0), p.memory_info().rss)
                 except psutil.Error:
                     pass
             self.peak_total = max(self.peak_total, total)
@@ -161,9 +165,12 @@ def ipm_build(url: str, work: Path, *extra: str, profile: Path | None = None, sd
     manifest = json.loads((work / "ds" / "manifest.json").read_text())
     parts = [*manifest["mining"].values(), *(manifest.get("judge") or {}).values()]
     driver = json.loads(rusage.read_text())
+    others = sampler.by_role()
+    # a Ray build's driver is `ipm build`'s watched child: its CPU and memory, plus the small watching parent's CPU
+    child_cpu, child_peak = others.pop("driver", 0.0), sampler.peak.get("driver", 0) / 2**20
     return {"wall_s": wall, "sent": sum(p["accounting"]["sent"] for p in parts),
-            "requests": sum(p["accounting"]["requests"] for p in parts), "driver_cpu_s": driver["cpu_s"],
-            "driver_peak_mb": driver["maxrss_kb"] / 1024, "others": sampler.by_role(),
+            "requests": sum(p["accounting"]["requests"] for p in parts), "driver_cpu_s": driver["cpu_s"] + child_cpu,
+            "driver_peak_mb": max(driver["maxrss_kb"] / 1024, child_peak), "others": others,
             "peak_total_mb": sampler.peak_total / 2**20, "stdout": stdout}
 
 

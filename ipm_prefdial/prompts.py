@@ -18,6 +18,10 @@ JUDGE_EXPLANATION_CHARS = 120
 TEMPLATES = ("sp_system.j2", "rg_system.j2", "vm_system.j2", "rg_instruction.j2", "judge_system.j2", "judge_user.j2")
 
 
+class PromptError(RuntimeError):
+    """A prompt template that does not render (its file, its line, what is wrong)."""
+
+
 def default_prompts_dir() -> Path:
     """``prompts/`` inside the installed package (wheel) or at the top of the repository (checkout)."""
     here = Path(__file__).resolve().parent
@@ -69,6 +73,11 @@ class Prompts:
             return self._env.get_template(name).render(**kwargs).strip("\n")
         except jinja2.TemplateNotFound as exc:
             raise FileNotFoundError(f"{self.directory / name}: prompt template missing") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise PromptError(f"{self.directory / name}: line {exc.lineno}: {exc.message}") from None
+        except jinja2.UndefinedError as exc:
+            raise PromptError(f"{self.directory / name}: {exc.message} (the variables it may use: "
+                              f"{', '.join(sorted(kwargs)) or 'none'})") from None
 
     @cached_property
     def sp_system(self) -> str:

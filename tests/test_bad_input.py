@@ -263,3 +263,18 @@ def test_choices_are_listed_and_completed():
     completed = runner.invoke(app, [], prog_name="ipm", env={"_IPM_COMPLETE": "complete_bash",
                                                              "COMP_WORDS": "ipm infer --system r", "COMP_CWORD": "3"})
     assert completed.output.split() == ["rg-gold"]
+
+
+def test_a_prompt_template_that_does_not_render_is_named(tmp_path, monkeypatch):
+    from ipm_prefdial.prompts import default_prompts_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts").mkdir()
+    for template in default_prompts_dir().glob("*.j2"):
+        (tmp_path / "prompts" / template.name).write_text(template.read_text())
+    (tmp_path / "prompts" / "sp_system.j2").write_text("Pick one strategy.\n{% if %}\n")
+    fails([*SFT, "--out", "ds", "--prompts-dir", "prompts"], 1, "prompts/sp_system.j2: line 2: Expected an "
+          "expression", cwd=tmp_path)
+    (tmp_path / "prompts" / "sp_system.j2").write_text("Pick one of {{ strategies }}.\n")
+    fails([*SFT, "--out", "ds", "--prompts-dir", "prompts"], 1, "prompts/sp_system.j2: 'strategies' is undefined",
+          cwd=tmp_path)
