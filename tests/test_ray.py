@@ -119,7 +119,7 @@ def test_ray_workers_on_the_real_embedded_engine(tmp_path):
     """Two workers, each with its own llama.cpp on one thread (this machine has two cores)."""
     out, cache = tmp_path / "ds", tmp_path / "cache"
     common = ["--source-path", str(ESCONV_JSON), "--split", "hf", "--limit", "1", "--stage", "all", "--no-judge",
-              "--sp-max-tokens", "4", "--rg-max-tokens", "16", "--vm-max-tokens", "16", "--cache-dir", str(cache)]
+              "--sp-max-tokens", "4", "--rg-max-tokens", "8", "--vm-max-tokens", "8", "--cache-dir", str(cache)]
     result = subprocess.run([*IPM, "build", *common, "--out", str(out), "--executor", "ray", "--workers", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -204,7 +204,7 @@ def test_a_lost_node_agent_or_raylet_stops_the_build_with_one_line_and_a_rerun_c
                 "openai", "--base-url", server.url, "--concurrency", "4", "--trim-tokenizer", "none", "--out",
                 str(out), "--cache-dir", str(cache)]
         ray = [*args, "--executor", "ray", "--workers", "2"]
-        for name, pattern, after in (("runtime-env agent", "ray::RuntimeEnvAgent", 60),
+        for name, pattern, after in (("runtime-env agent", "ray::RuntimeEnvAgent", 40),
                                      ("raylet", "core/src/ray/raylet/raylet", 200)):
             code, stderr, seconds = kill_mid_build(name, pattern, ray, cache, after)
             assert code == 75 and seconds < 60, (name, code, seconds, stderr[-3000:])

@@ -319,7 +319,7 @@ class RayEngine(Engine):
                         remaining = [i for i in remaining if i not in answered]
                         if deaths >= WORKER_DEATHS:  # it cannot be kept alive: stop, nothing recorded as failed
                             raise self._lost(k, deaths, _first_line(exc)) from None
-                        await asyncio.sleep(min(2.0**deaths, 10.0))
+                        await asyncio.sleep(min(0.5 * 2.0**deaths, 10.0))  # Ray is restarting it meanwhile
 
         # worker 0's first slot, worker 1's first slot, ...: the first dialogues spread over the workers
         slots = [asyncio.create_task(slot(k)) for _ in range(self.concurrency) for k in range(len(self._workers))]
