@@ -609,3 +609,21 @@ def test_a_slow_server_that_keeps_answering_is_not_given_up(serve, cache):
     engine = make_engine(server, give_up_after=0.2, timeout=5)
     results, stats = run(server, [req(f"Message {i}") for i in range(3)], cache, engine=engine)
     assert all(r.ok for r in results)  # no failure, so no giving up, however long an answer takes
+
+
+def test_a_long_retry_after_is_honoured_in_full_while_the_engine_answers(serve, cache):
+    """Another stream's answers keep the engine alive (give-up after 0.3 s): the 1 s retry-after of the first request
+    is waited in full, not cut short when the backoff wakes to check the give-up deadline."""
+    def slow(h: FakeHandler) -> None:
+        time.sleep(0.1)
+        h.reply(200, completion("Here."))
+
+    server = serve([status(429, headers={"Retry-After": "1"})], default=slow)
+    engine = make_engine(server, give_up_after=0.3, concurrency=2)
+    requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=16),
+                                 group=f"d{i % 2}") for i in range(24)]
+    results, _ = run(server, requests, cache, engine=engine)
+    assert all(r.ok for r in results)
+    first = server.posts[0]
+    again = next(p for p in server.posts[1:] if p["body"]["messages"] == first["body"]["messages"])
+    assert again["t"] - first["t"] >= 0.99

@@ -298,10 +298,17 @@ class OpenAIEngine(Engine):
             self.breaker.failed(kind, message)  # raises EngineStop when the endpoint has been failing too long
             if attempt < self.max_attempts:
                 delay = wait if wait is not None else self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                await asyncio.sleep(min(delay, self.max_backoff_s, self.breaker.remaining() + 0.01))
-                self.breaker.check()
+                await self._back_off(min(delay, self.max_backoff_s))
         return self._scrub(failure(kind, f"{message} (after {self.max_attempts} attempts)",
                                    attempts=self.max_attempts))
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait ``delay`` seconds (a retry-after is honoured in full), waking when the engine would be given up, so
+        a dead endpoint is stopped on time however long the backoff."""
+        until = time.monotonic() + delay
+        while (left := until - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, self.breaker.remaining() + 0.01))
+            self.breaker.check()
 
     def _refused_request(self, status: int, text: str, attempt: int, latency: float) -> ChatResult:
         """A 4xx answer: a property of this request (recorded, not retried), unless the endpoint has refused every
