@@ -63,8 +63,8 @@ def check_config(cfg: BuildConfig) -> None:
         raise ConfigError("--judge-engine openai needs --judge-base-url")
     for name in ("base_url", "judge_base_url"):
         url = getattr(cfg, name)
-        if url is not None and not re.match(r"https?://[^/\s]+", url):
-            raise ConfigError(f"{option(name)} must be an http:// or https:// URL, not {url!r}")
+        if url is not None:
+            check_url(url, option(name))
     if not VERSION.fullmatch(cfg.dataset_version):
         raise ConfigError(f"--dataset-version must look like 1.2.0 (letters, digits, '.', '-', '+'; it becomes the "
                           f"Hub tag v<version>), not {cfg.dataset_version!r}")
@@ -83,6 +83,27 @@ def check_config(cfg: BuildConfig) -> None:
     if cfg.prompts_dir is not None and not Path(cfg.prompts_dir).is_dir():
         raise ConfigError(f"--prompts-dir {cfg.prompts_dir}: no such directory")
     check_out(Path(cfg.out))
+
+
+def check_url(url: str, name: str) -> None:
+    """An endpoint that can be asked: http(s), a host, a port in range (the message never repeats a password)."""
+    from urllib.parse import urlsplit
+
+    from ipm_prefdial.engines.openai_http import public_url
+
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        try:
+            shown = public_url(url)
+        except ValueError:
+            shown = url.split("@")[-1]
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host (and a port from 1 to 65535), "
+                          f"not {shown!r}")
 
 
 STAGES = ("sft", "all")

@@ -194,6 +194,9 @@ def build_child() -> None:
     except KeyboardInterrupt:
         report_exit(130)
         raise
+    except BaseException:  # a bug or an unforeseen error: its own traceback, not "the cluster went away"
+        report_exit(1)
+        raise
     report_exit(0)
 
 

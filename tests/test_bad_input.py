@@ -67,7 +67,11 @@ BAD_BUILD_OPTIONS = {
     "unknown on-invalid": (["--on-invalid", "ignore"], "'ignore' is not one of 'error', 'skip'"),
     "openai without an endpoint": (["--stage", "all", "--engine", "openai"], "--engine openai needs --base-url"),
     "an endpoint that is not a URL": (["--stage", "all", "--engine", "openai", "--base-url", "localhost:8000"],
-                                      "--base-url must be an http:// or https:// URL, not 'localhost:8000'"),
+                                      "--base-url must be an http:// or https:// URL with a host (and a port from 1 "
+                                      "to 65535), not 'localhost:8000'"),
+    "a port out of range": (["--stage", "all", "--engine", "openai", "--base-url", "http://me:s3cret@h:99999/v1"],
+                            "--base-url must be an http:// or https:// URL with a host (and a port from 1 to 65535), "
+                            "not 'h:99999/v1'"),
     "a header without a value": (["--header", "X-Gateway-Key"], "--header X-Gateway-Key=...: expected NAME=VALUE"),
     "a header name with a space": (["--header", "X Key=s3cret"], "--header ...=...: expected NAME=VALUE"),
     "a version with a space": (["--dataset-version", "1.0 beta"], "--dataset-version must look like 1.2.0"),

@@ -573,8 +573,8 @@ def test_an_endpoint_that_refuses_every_request_stops_after_three_and_forgets_th
     with pytest.raises(EngineStop) as stopped:
         run(server, requests, cache)
     assert stopped.value.exit_code == 1
-    assert str(stopped.value) == (f"{server.url}/v1: HTTP 400: the first 3 requests were refused: Unrecognized "
-                                  "request argument supplied: seed")
+    assert str(stopped.value) == (f"{server.url}/v1: HTTP 400: the first requests of 3 dialogues were refused: "
+                                  "Unrecognized request argument supplied: seed")
     assert server.count == 3
     assert cache.counts() == {"answers": 0, "failures": 0}  # not replayed as answers once the options are fixed
 
@@ -627,3 +627,59 @@ def test_a_long_retry_after_is_honoured_in_full_while_the_engine_answers(serve, 
     first = server.posts[0]
     again = next(p for p in server.posts[1:] if p["body"]["messages"] == first["body"]["messages"])
     assert again["t"] - first["t"] >= 0.99
+
+
+def test_a_content_filter_refusing_whole_dialogues_does_not_stop_the_run(serve, cache):
+    """Azure's content filter answers 400 for turns about self-harm, often before anything else has answered: those
+    are the requests' own failures, never a reason to stop; nor do one dialogue's refusals count three times."""
+    filtered = ('{"error": {"code": "content_filter", "message": "The response was filtered due to the prompt '
+                'triggering Azure OpenAI\'s content management policy."}}')
+    plain_400 = '{"error": {"message": "Invalid value for temperature"}}'
+    server = serve([status(400, filtered)] * 6 + [status(400, plain_400)] * 2)
+    requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=16),
+                                 group=f"d{i // 4}") for i in range(12)]
+    results, stats = run(server, requests, cache)  # one stream: d0's four, d1's four, then d2's
+    assert [r.error_kind for r in results] == ["client_error"] * 8 + [None] * 4
+    expect(stats, failures={"client_error": 8})
+
+
+def test_a_gateway_authorization_header_wins_over_the_environment_key(serve, cache, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server = serve([echo_auth(500, '{{"error": "upstream said no to gw-token-77"}}')])
+    engine = make_engine(server, headers={"authorization": "Bearer gw-token-77"})
+    [result], _ = run(server, [req()], cache, engine=engine)
+    assert result.ok and {p["auth"] for p in server.posts} == {"Bearer gw-token-77"}  # the key is not sent there
+    assert cache.counts() == {"answers": 1, "failures": 0}
+    stored = b"".join(p.read_bytes() for p in cache.path.parent.iterdir())
+    assert b"gw-token-77" not in stored
+
+
+def test_a_token_echoed_without_its_scheme_word_is_masked(serve, cache):
+    server = serve([], default=echo_auth(400, '{{"error": "unknown token {auth}"}}'))
+    engine = make_engine(server, headers={"X-Api-Token": "Token tok-5150-abc"})
+    results, _ = run(server, [req("one")], cache, engine=engine)
+
+    def masked(text: str) -> bool:
+        return "tok-5150-abc" not in text
+
+    assert results[0].error_kind == "client_error" and masked(results[0].error)
+    server2 = serve([], default=lambda h: h.reply(400, '{"error": "bad token tok-5150-abc"}'))
+    [again], _ = run(server2, [req("two")], cache, engine=make_engine(server2, headers={"X-Api-Token":
+                                                                                        "Token tok-5150-abc"}))
+    assert "***" in again.error and masked(again.error)
+
+
+def test_idle_time_is_not_time_without_an_answer():
+    from ipm_prefdial.engines.base import Breaker
+
+    breaker = Breaker("http://x/v1", after=0.3)
+    breaker.begin()
+    breaker.failed("server_error", "HTTP 503")  # 1 failure, 0.3 s to go
+    breaker.end()
+    time.sleep(0.4)  # idle: another host's engine works meanwhile
+    breaker.begin()
+    assert breaker.remaining() > 0.2
+    breaker.failed("server_error", "HTTP 503")  # still within the time it was busy
+    time.sleep(0.35)
+    with pytest.raises(EngineStop, match="no answer for 0.3 s: the last of 3 failed attempts"):
+        breaker.failed("server_error", "HTTP 503")

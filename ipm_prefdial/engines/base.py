@@ -163,13 +163,33 @@ class Breaker:
     requests keep failing with transient kinds, ``check`` raises ``EngineStop``. A dead server would otherwise be
     retried for every request of a build, one recorded failure every few seconds, for hours.
 
-    The clock starts at the first request (a model's load time does not count) and restarts at every answer."""
+    The clock runs only while requests are in flight (``begin``/``end`` around each): it starts at the first request
+    (a model's load time does not count), restarts at every answer, and does not count the time the engine sat idle
+    (an engine that waits for hours while another host's engine works starts afresh)."""
 
     def __init__(self, endpoint: str, after: float | None):
         self.endpoint, self.after = endpoint, after
         self.last_ok: float | None = None
         self.failing = 0  # transient failures since the last answer
         self.kind, self.error = "", ""
+        self.in_flight = 0
+        self.idle_since: float | None = None
+
+    def begin(self) -> None:
+        """A request starts."""
+        now = time.monotonic()
+        if self.in_flight == 0:
+            if self.last_ok is None:
+                self.last_ok = now
+            elif self.idle_since is not None:
+                self.last_ok += now - self.idle_since  # idle time is not time without an answer
+        self.in_flight += 1
+
+    def end(self) -> None:
+        """A request ends (answered, failed or given up)."""
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle_since = time.monotonic()
 
     def arm(self) -> None:
         if self.last_ok is None:

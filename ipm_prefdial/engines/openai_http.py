@@ -58,7 +58,10 @@ AZURE_API_VERSION = "2024-10-21"  # a GA version of Azure OpenAI's data-plane AP
 AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 GIVE_UP_AFTER = 120.0  # seconds without an answer, while requests keep failing, before a run stops (exit 75)
 PREFLIGHT_TIMEOUT = 10.0  # seconds for GET /models to connect and answer
-REFUSALS = 3  # requests refused (HTTP 400) before any answer: the endpoint refuses what we send, stop
+REFUSALS = 3  # dialogues refused (HTTP 400) before any answer: the endpoint refuses what we send, stop
+# a refusal about the request's content, not about what the client sends (Azure's content filter, OpenAI's prompt
+# policy): recorded as that request's client_error, never a reason to stop
+CONTENT_REFUSALS = ("content_filter", "content management policy", "invalid_prompt", "content_policy")
 
 
 def split_endpoint(url: str) -> tuple[str, dict[str, str]]:
@@ -116,7 +119,11 @@ class OpenAIEngine(Engine):
                 "OPENAI_API_KEY")
         self._api_key = api_key
         self._headers = dict(headers or {})
-        self._secrets = [s for s in [api_key, *self._headers.values()] if s and len(s) >= 4]
+        # what is masked in every message we keep: the key, header values and their last word (the token after
+        # "Bearer"), and query values other than api-version (a gateway may take its key there)
+        values = [api_key, *self._headers.values(), *(v.split()[-1] for v in self._headers.values() if v.split()),
+                  *(v for k, v in self.query.items() if k != "api-version")]
+        self._secrets = sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
         self.concurrency = concurrency
         self.timeout = timeout
         self.max_attempts = max_attempts
@@ -128,7 +135,7 @@ class OpenAIEngine(Engine):
         self.json_padded = False  # a vLLM server seen padding JSON (warned once)
         self.breaker = Breaker(self.endpoint, give_up_after)
         self._answered = 0  # HTTP answers other than transient failures: the endpoint takes what we send
-        self._refused = 0  # requests refused (400) before the first such answer
+        self._refused: set = set()  # dialogues whose requests were refused (400) before the first such answer
         self._client: aiohttp.ClientSession | None = None
 
     @property
@@ -143,9 +150,11 @@ class OpenAIEngine(Engine):
     async def _start(self) -> None:
         if self._client is not None:
             return
-        headers = {"Content-Type": "application/json", **self._headers}
-        if self._api_key:
-            headers.update({"api-key": self._api_key} if self.azure else {"Authorization": f"Bearer {self._api_key}"})
+        headers = {"Content-Type": "application/json"}
+        key_header = "api-key" if self.azure else "Authorization"
+        if self._api_key and key_header.lower() not in {name.lower() for name in self._headers}:
+            headers[key_header] = self._api_key if self.azure else f"Bearer {self._api_key}"
+        headers.update(self._headers)  # the user's headers win (a gateway's own Authorization, say)
         # aiohttp rather than httpx: httpx's connection pool costs about 1 ms of CPU a request (it scans every
         # connection for each one), which made the client, not the server, the limit of a fast build
         self._client = aiohttp.ClientSession(
@@ -178,6 +187,9 @@ class OpenAIEngine(Engine):
         except (aiohttp.ClientConnectionError, OSError) as exc:  # refused, unknown host, reset
             raise EngineStop(self.endpoint, "unreachable", self._clip(_describe(exc), 300) + "; nothing was sent"
                              ) from None
+        except aiohttp.ClientError as exc:  # a proxy that refuses (407), redirects without end, a broken body
+            raise EngineStop(self.endpoint, "GET /models failed", self._clip(_describe(exc), 300) + "; nothing was "
+                                                                                                     "sent") from None
         except asyncio.TimeoutError:
             raise EngineStop(self.endpoint, "unreachable", f"GET /models: no answer within {PREFLIGHT_TIMEOUT:g} s; "
                                                            "nothing was sent") from None
@@ -252,7 +264,13 @@ class OpenAIEngine(Engine):
         the endpoint is gone (``Breaker``) or refuses what we send (401, 403, 404; the first requests refused)."""
         if self._client is None:
             await self.start()
-        self.breaker.arm()
+        self.breaker.begin()
+        try:
+            return await self._complete(request)
+        finally:
+            self.breaker.end()
+
+    async def _complete(self, request: ChatRequest) -> ChatResult:
         url = self._url("/chat/completions")  # sent as given: the runner fitted it to the context budget
         kind, message = "connection", "not sent"
         attempt = 0
@@ -285,7 +303,7 @@ class OpenAIEngine(Engine):
                         self.token_param = "max_completion_tokens"  # newer OpenAI models: the same bound, renamed
                         attempt -= 1
                         continue
-                    return self._refused_request(status, response.text, attempt, latency)
+                    return self._refused_request(request, status, response.text, attempt, latency)
                 else:
                     parsed = self._parse(request, response, latency)
                     if parsed is not None:
@@ -310,15 +328,18 @@ class OpenAIEngine(Engine):
             await asyncio.sleep(min(left, self.breaker.remaining() + 0.01))
             self.breaker.check()
 
-    def _refused_request(self, status: int, text: str, attempt: int, latency: float) -> ChatResult:
-        """A 4xx answer: a property of this request (recorded, not retried), unless the endpoint has refused every
-        request so far: then it refuses what we send (a parameter, the schema), and the run stops."""
+    def _refused_request(self, request: ChatRequest, status: int, text: str, attempt: int,
+                         latency: float) -> ChatResult:
+        """A 4xx answer: a property of this request (recorded, not retried), unless the endpoint has refused the
+        requests of ``REFUSALS`` dialogues and answered none: then it refuses what we send (a parameter, the schema),
+        and the run stops. A content filter's refusal is about the request's text and never counts (ESConv talks of
+        self-harm; Azure's filter answers 400 for such turns), nor do the refusals of one dialogue count twice."""
         too_long = "exceed_context_size" in text or "context length" in text or "context_length" in text
-        if not too_long and self._answered == 0:
-            self._refused += 1
-            if self._refused >= REFUSALS:
-                raise EngineStop(self.endpoint, f"HTTP {status}", f"the first {REFUSALS} requests were refused: "
-                                 f"{self._clip(_words(text), 300)}", EXIT_REFUSED)
+        if not too_long and self._answered == 0 and not any(word in text for word in CONTENT_REFUSALS):
+            self._refused.add(request.group if request.group is not None else request.messages)
+            if len(self._refused) >= REFUSALS:
+                raise EngineStop(self.endpoint, f"HTTP {status}", f"the first requests of {REFUSALS} dialogues were "
+                                 f"refused: {self._clip(_words(text), 300)}", EXIT_REFUSED)
         else:
             self._answered += 1
         self.breaker.ok()  # the server is there and answering
@@ -356,7 +377,7 @@ class OpenAIEngine(Engine):
     def _padded_json(self) -> None:
         if not self.json_padded:
             self.json_padded = True
-            warnings.warn(f"{self.base_url}: the vLLM server pads JSON answers with whitespace, which costs tokens "
+            warnings.warn(f"{self.endpoint}: the vLLM server pads JSON answers with whitespace, which costs tokens "
                           "and can cut verdicts at max_tokens; start it with --structured-outputs-config "
                           "'{\"disable_any_whitespace\": true}'", stacklevel=2)
 

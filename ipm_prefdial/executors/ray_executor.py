@@ -122,8 +122,16 @@ class EngineWorker:
         async for j, result in self.engine.stream(requests):
             yield j, result
 
+    def ping(self) -> int:
+        """Answers at once (no model is loaded): the driver's check that a restarted worker is back."""
+        return os.getpid()
+
     async def close(self) -> None:
         await self.engine.close()
+
+
+async def _awaited(ref):
+    return await ref
 
 
 @dataclass
@@ -252,7 +260,10 @@ class RayEngine(Engine):
 
     def _lost(self, k: int, deaths: int, why: str) -> EngineStop:
         """A worker that died ``deaths`` times in a row (or was not brought back): the cluster cannot keep it."""
-        target = self.spec.get("base_url") or self.spec.get("model") or "its default model"
+        from ipm_prefdial.engines.openai_http import public_url
+
+        base_url = self.spec.get("base_url")
+        target = public_url(base_url) if base_url else self.spec.get("model") or "its default model"
         return EngineStop(f"Ray workers ({self.spec['name']} engine, {target})", "worker lost",
                           f"worker {k} died {deaths} times in a row while answering ({why})")
 
@@ -289,19 +300,19 @@ class RayEngine(Engine):
                 while remaining:
                     answered: set[int] = set()
                     try:
-                        stream = worker.run.options(num_returns="streaming", _generator_backpressure_num_objects=1
-                                                    ).remote([requests[i] for i in remaining])
-                        while True:
-                            # after a death, the restarted worker must answer within give_up_after (a cluster
-                            # that cannot place it any more would otherwise leave this slot waiting for ever)
-                            bound = self.options.give_up_after if deaths else None
+                        if deaths:
+                            # a restarted worker must be back (placed, its actor made) within give_up_after: a
+                            # cluster that cannot place it any more would leave this slot waiting for ever. Loading
+                            # its model afterwards is not counted: that may take minutes.
+                            bound = self.options.give_up_after
                             try:
-                                ref = await asyncio.wait_for(stream.__anext__(), bound)
-                            except StopAsyncIteration:
-                                break
+                                await asyncio.wait_for(_awaited(worker.ping.remote()), bound)
                             except asyncio.TimeoutError:
                                 raise self._lost(k, deaths, f"it was not back within {bound:g} s of its last "
                                                             "death") from None
+                        stream = worker.run.options(num_returns="streaming", _generator_backpressure_num_objects=1
+                                                    ).remote([requests[i] for i in remaining])
+                        async for ref in stream:
                             j, result = await ref
                             answered.add(remaining[j])
                             deaths = 0  # it answers: alive again

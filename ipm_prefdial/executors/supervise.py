@@ -76,25 +76,37 @@ def run(config: dict, cache_file: Path | None, log_dir: Path) -> tuple[int, str 
         status = Path(tmp) / "exit"
         env = {**os.environ, STATUS_ENV: str(status), RAY_LOG_ENV: str(ray_log)}
         started = time.time()
-        child = subprocess.Popen([sys.executable, "-m", "ipm_prefdial.cli", "build-child"], stdin=subprocess.PIPE,
-                                 env=env, start_new_session=True)
         signalled: list[int] = []
+        child: subprocess.Popen | None = None
 
-        def forward(signum, frame) -> None:
+        def forward(signum, frame) -> None:  # the child has a session of its own: the terminal's signals are ours
             signalled.append(signum)
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signum)
+            if child is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signum)
 
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            child.stdin.write(json.dumps(config).encode("utf-8"))
-            child.stdin.close()
+            child = subprocess.Popen([sys.executable, "-m", "ipm_prefdial.cli", "build-child"], stdin=subprocess.PIPE,
+                                     env=env, start_new_session=True)
+            with contextlib.suppress(BrokenPipeError):  # a child that died at once says so itself
+                child.stdin.write(json.dumps(config).encode("utf-8"))
+                child.stdin.close()
+            while True:  # the child ended, not yet reaped: its pid, and so its process group, are still its own
+                try:
+                    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+                    break
+                except InterruptedError:
+                    continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)  # the local Ray it started: GCS, raylet, agents, workers
             code = child.wait()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGKILL)  # the local Ray it started: GCS, raylet, agents, workers
+            if child is not None and child.poll() is None:  # this process is being stopped: so is the build
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
         if status.is_file():
             return int(status.read_text(encoding="utf-8") or 1), None
         if signalled:
