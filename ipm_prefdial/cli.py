@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 
@@ -43,6 +45,23 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+@contextmanager
+def _exit_codes(*bad_input: type[BaseException]) -> Iterator[None]:
+    """What a command may meet, as one line and the exit code of its class: an engine that stopped (its own: 75
+    gone, 1 refused), a bad option (2), bad input (1: ``bad_input``, a damaged cache)."""
+    from ipm_prefdial.config import ConfigError
+    from ipm_prefdial.engines import CacheError, EngineStop
+
+    try:
+        yield
+    except EngineStop as stop:
+        raise _fail(_stop_line(stop), stop.exit_code) from None
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except (CacheError, *bad_input) as exc:
+        raise _fail(str(exc), 1) from None
 
 
 def choice(name: str, values: tuple[str, ...]) -> type[Enum]:
@@ -218,18 +237,10 @@ def _build_under_supervision(cfg) -> None:
 def _run_build(cfg) -> None:
     """Build with a checked config and print the summary; the exit code says how it ended."""
     from ipm_prefdial.build import build as run_build
-    from ipm_prefdial.config import ConfigError
-    from ipm_prefdial.engines import CacheError, EngineStop
     from ipm_prefdial.sources import SourceError
 
-    try:
+    with _exit_codes(SourceError, FileNotFoundError, RuntimeError):
         result = run_build(cfg, console=err)
-    except EngineStop as stop:
-        raise _fail(_stop_line(stop), stop.exit_code) from None
-    except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
-    except (SourceError, CacheError, FileNotFoundError, RuntimeError) as exc:
-        raise _fail(str(exc), 1) from None
     if result.dry_run is not None:
         _print_dry_run(result.dry_run)
         return
@@ -404,8 +415,6 @@ def infer(
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else local)."),
 ) -> None:
     """Run a system on the test turns of a build (gold history, greedy decoding); write predictions JSONL."""
-    from ipm_prefdial.config import ConfigError
-    from ipm_prefdial.engines import CacheError, EngineStop
     from ipm_prefdial.evaluation.infer import InferConfig, InferError, check_infer
     from ipm_prefdial.evaluation.infer import infer as run_infer
     from ipm_prefdial.progress import progress_bar
@@ -416,17 +425,10 @@ def infer(
                       cache_dir=cache_dir, no_cache=no_cache, rg_max_tokens=rg_max_tokens,
                       vm_max_tokens=vm_max_tokens, executor=executor.value, workers=workers, worker_cpus=worker_cpus,
                       worker_gpus=worker_gpus, ray_address=ray_address)
-    try:
+    with _exit_codes(InferError, ValueError, RuntimeError, OSError):
         check_infer(cfg)
-    except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
-    try:
         with progress_bar(err) as progress:
             summary = run_infer(cfg, progress)
-    except EngineStop as stop:
-        raise _fail(_stop_line(stop), stop.exit_code) from None
-    except (InferError, CacheError, ValueError, RuntimeError, OSError) as exc:
-        raise _fail(str(exc), 1) from None
     models = ", ".join(f"{k.upper()} {v}" for k, v in summary["models"].items())
     out.print(f"{summary['rows']} predictions ({summary['trimmed']} trimmed at max_tokens to their last sentence, "
               f"{summary['failed']} without a reply) -> {summary['out']}; {models}")
@@ -436,16 +438,12 @@ def infer(
     for pool in summary["ray"]:
         out.print(f"ray {'+'.join(t.upper() for t in pool['tasks'])} ({len(pool['per_worker'])} workers): "
                   + _per_worker(pool["per_worker"]))
-    from collections import Counter
+    from ipm_prefdial.engines.runner import transient_left
 
-    from ipm_prefdial.engines.base import TRANSIENT
-
-    left: Counter = Counter()
-    for acc in summary["accounting"].values():
-        left.update({k: v for k, v in acc["failures"].items() if k in TRANSIENT})
+    left = transient_left(summary["accounting"].values())
     if left:
         err.print(f"[bold yellow]incomplete:[/] {sum(left.values())} requests ended in transient failures "
-                  f"({', '.join(f'{k} {v}' for k, v in sorted(left.items()))}): their predictions have no reply. Run "
+                  f"({', '.join(f'{k} {v}' for k, v in left.items())}): their predictions have no reply. Run "
                   "the same command again to send them again.", highlight=False, soft_wrap=True)
         raise typer.Exit(3)
 
@@ -470,25 +468,22 @@ def evaluate(
     import time
 
     from ipm_prefdial.config import ConfigError, check_range
-    from ipm_prefdial.engines import CacheError, EngineStop
     from ipm_prefdial.evaluation.evaluate import PredictionsError, label_of, read_predictions
     from ipm_prefdial.evaluation.evaluate import evaluate as run_eval
     from ipm_prefdial.progress import progress_bar
 
-    try:
-        check_range("concurrency", judge_concurrency)
+    with _exit_codes():
+        check_range("concurrency", judge_concurrency, "--judge-concurrency")
         if judge_engine is not None and judge_engine.value == "openai" and not judge_base_url:
             raise ConfigError("--judge-engine openai needs --judge-base-url")
         for path, name in ((json_out, "--json"), (report, "--report")):
             if path is not None and path.exists() and (path.is_dir() if name == "--json" else not path.is_dir()):
                 raise ConfigError(f"{name} {path}: {'a directory' if name == '--json' else 'a file'}, not "
                                   f"{'a file' if name == '--json' else 'a directory'}")
-    except ConfigError as exc:
-        raise _fail(str(exc).replace("--concurrency", "--judge-concurrency"), 2) from None
     files = [*predictions, *(extra or [])]
     results: dict[str, dict] = {}
     started = time.perf_counter()
-    try:
+    with _exit_codes(PredictionsError, ValueError, RuntimeError, OSError):
         for path in files:
             rows = read_predictions(path)
             label = label_of(path, rows)
@@ -504,10 +499,6 @@ def evaluate(
                                           cache_dir=cache_dir, concurrency=judge_concurrency, progress=progress)
                 results[label]["judge"] = judged["scores"]
                 results[label]["judge_details"] = {k: v for k, v in judged.items() if k != "scores"}
-    except EngineStop as stop:
-        raise _fail(_stop_line(stop), stop.exit_code) from None
-    except (PredictionsError, CacheError, ValueError, RuntimeError, OSError) as exc:
-        raise _fail(str(exc), 1) from None
     seconds = time.perf_counter() - started
     table = Table(title=f"ipm eval ({seconds:.1f} s)", title_justify="left")
     table.add_column("metric")
@@ -591,23 +582,16 @@ def engine_check(
 ) -> None:
     """Exercise an engine: N short requests, then throughput and accounting."""
     from ipm_prefdial.config import ConfigError, check_range
-    from ipm_prefdial.engines import CacheError, EngineStop, make_engine
+    from ipm_prefdial.engines import make_engine
     from ipm_prefdial.engines.check import run_check
 
-    try:
+    with _exit_codes(ValueError, RuntimeError, OSError):
         check_range("concurrency", concurrency)
         check_range("max_tokens", max_tokens)
         if engine.value == "openai" and not base_url:
             raise ConfigError("--engine openai needs --base-url")
-    except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
-    try:
         eng = make_engine(engine.value, model=model, base_url=base_url, concurrency=concurrency)
         stats, startup = run_check(eng, requests, max_tokens, cache_dir, retry_failed, err)
-    except EngineStop as stop:
-        raise _fail(_stop_line(stop), stop.exit_code) from None
-    except (ValueError, RuntimeError, CacheError, OSError) as exc:
-        raise _fail(str(exc), 1) from None
     wall = max(stats.wall_s, 1e-9)
     out.print(f"engine {eng.name} ({eng.display_name}), concurrency {eng.concurrency}, startup {startup:.1f} s")
     out.print(f"requests/s: {stats.requests / wall:.2f}")

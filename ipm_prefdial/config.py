@@ -207,7 +207,8 @@ def check_type(cls, name: str, value: object, where: str) -> None:
         raise ConfigError(f"{where}: expected {kind}, got {value!r}")
 
 
-def check_range(name: str, value: float | None) -> None:
+def check_range(name: str, value: float | None, label: str | None = None) -> None:
+    """``value`` within the range of option ``name``, else a ``ConfigError`` naming ``label`` (default: the option)."""
     if value is None or name not in RANGES:
         return
     low, high, open_low = RANGES[name]
@@ -216,7 +217,7 @@ def check_range(name: str, value: float | None) -> None:
             rule = f"above {low:g}" if open_low else f"at least {low:g}"
         else:
             rule = f"above {low:g} and at most {high:g}" if open_low else f"between {low:g} and {high:g}"
-        raise ConfigError(f"{option(name)} must be {rule}, not {value!r}")
+        raise ConfigError(f"{label or option(name)} must be {rule}, not {value!r}")
 
 
 def parse_headers(items: list[str], name: str) -> dict[str, str]:

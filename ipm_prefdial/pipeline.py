@@ -15,8 +15,8 @@ from rich.console import Console
 from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.convert import Turn, sp_history_text, turns
 from ipm_prefdial.engines import Engine, RequestCache, Sampling, Stats, make_engine, run_coroutine, run_requests
-from ipm_prefdial.engines.base import TRANSIENT, EngineStop, estimate_tokens
-from ipm_prefdial.engines.runner import plan_requests
+from ipm_prefdial.engines.base import EngineStop, estimate_tokens
+from ipm_prefdial.engines.runner import plan_requests, transient_left
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
 from ipm_prefdial.mining import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair, policy_requests
 from ipm_prefdial.progress import progress_bar
@@ -85,6 +85,11 @@ def engine_specs(cfg: BuildConfig) -> dict[str, tuple[str, str | None, str | Non
     return specs
 
 
+def role_headers(cfg: BuildConfig, specs: dict) -> dict[str, dict[str, str]]:
+    """The extra HTTP headers of each role's endpoint (the judge's own, or the policy's on the same endpoint)."""
+    return {role: cfg.judge_request_headers() if role == "judge" else dict(cfg.headers) for role in specs}
+
+
 def mined_turns(per_split: dict[str, list[Dialogue]]) -> dict[str, list[Turn]]:
     return {split: [t for d in per_split[split] for t in turns(d)] for split in MINED_SPLITS}
 
@@ -93,7 +98,7 @@ def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engin
     """The engines of a build, one per distinct (engine, model, endpoint, headers), and which role uses which. vLLM
     models that are adapters of one base share one vLLM instance."""
     specs = engine_specs(cfg)
-    headers = {role: cfg.judge_request_headers() if role == "judge" else dict(cfg.headers) for role in specs}
+    headers = role_headers(cfg, specs)
     instances: dict[tuple, Engine] = {}
     engines: dict[str, Engine] = {}
     if cfg.executor == "ray":
@@ -135,7 +140,7 @@ def preflight(cfg: BuildConfig) -> None:
     if cfg.executor != "local" or cfg.dry_run:
         return
     specs = engine_specs(cfg)
-    headers = {role: cfg.judge_request_headers() if role == "judge" else dict(cfg.headers) for role in specs}
+    headers = role_headers(cfg, specs)
     seen = set()
     for role, (name, model, base_url) in specs.items():
         key = (base_url, model, tuple(sorted(headers[role].items())))
@@ -327,11 +332,9 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
     if judge_report is not None:  # the paper's filtered sets, as configs of their own
         for retained, parent in RETAINED_OF.items():
             rows[retained] = {split: [r for r in rows[parent][split] if is_retained(r)] for split in MINED_SPLITS}
-    left: Counter = Counter()  # transient failures still in this build: a rerun sends those requests again
-    for section in (mining, judge_report or {}):
-        for info in section.values():
-            left.update({k: v for k, v in info["accounting"]["failures"].items() if k in TRANSIENT})
-    return MiningOutput(rows, mining, judge_report, models, sampling, table, status, dict(sorted(left.items())))
+    # transient failures still in this build: a rerun sends those requests again
+    left = transient_left(info["accounting"] for section in (mining, judge_report or {}) for info in section.values())
+    return MiningOutput(rows, mining, judge_report, models, sampling, table, status, left)
 
 
 async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: Prompts, cfg: BuildConfig,

@@ -191,16 +191,13 @@ class Breaker:
         if self.in_flight == 0:
             self.idle_since = time.monotonic()
 
-    def arm(self) -> None:
-        if self.last_ok is None:
-            self.last_ok = time.monotonic()
-
     def ok(self) -> None:
         self.last_ok, self.failing = time.monotonic(), 0
 
     def failed(self, kind: str, error: str) -> None:
         """A transient failure of one attempt; raises when the engine has been failing for too long."""
-        self.arm()
+        if self.last_ok is None:  # a failure outside begin/end (a caller of its own) starts the clock too
+            self.last_ok = time.monotonic()
         self.failing += 1
         self.kind, self.error = kind, error
         self.check()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from rich.progress import Progress
@@ -56,6 +56,15 @@ class Stats:
             "truncated_prompts": self.truncated_prompts,
             "wall_s": round(self.wall_s, 3),
         }
+
+
+def transient_left(accountings: Iterable[dict]) -> dict[str, int]:
+    """Transient failures (kind -> requests) in ``Stats.as_dict`` accountings: requests whose retries ran out, which
+    a rerun sends again. A run that has any is incomplete."""
+    left: Counter = Counter()
+    for accounting in accountings:
+        left.update({k: v for k, v in accounting["failures"].items() if k in TRANSIENT})
+    return dict(sorted(left.items()))
 
 
 @dataclass
