@@ -357,6 +357,47 @@ def validate(directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build 
     out.print(table)
 
 
+@app.command("agreement")
+def agreement_command(
+    annotations: list[Path] | None = typer.Argument(None, help="Annotation files (JSON lines exported by ipm view: "
+                                                               "one line per annotated pair, any annotators)."),
+    build_dir: Path = typer.Option(..., "--build", help="Build directory whose judge verdicts are compared."),
+    reference: list[Path] | None = typer.Option(None, "--reference", help="Per-reply labels of another judge "
+                                                                          "(JSON lines: id, config, reply, error; "
+                                                                          "repeatable); one rater named by the "
+                                                                          "file's stem unless lines name a rater."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write every figure as JSON."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Write every figure as markdown tables."),
+) -> None:
+    """How far to trust the LLM judge: its error labels vs people's (and another judge's): Cohen's kappas per
+    reply and per pair, confusion of labels, disagreeing pairs, and the preference for the gold reply."""
+    from ipm_prefdial.agreement import AgreementError, summary_line, tables, to_json, to_markdown
+    from ipm_prefdial.agreement import agreement as run_agreement
+    from ipm_prefdial.config import ConfigError
+
+    with _exit_codes():
+        if not annotations and not reference:
+            raise ConfigError("nothing to compare the judge with: pass annotation files (JSON lines exported by "
+                              "ipm view) and/or --reference REF.jsonl (another judge's labels)")
+        for path, name in ((json_out, "--json"), (markdown, "--markdown")):
+            if path is not None and path.is_dir():
+                raise ConfigError(f"{name} {path}: a directory, not a file")
+    with _exit_codes(AgreementError, OSError):
+        result = run_agreement(build_dir, annotations or [], reference or [])
+        for table in tables(result):
+            out.print(table)
+        for warning in result["warnings"]:
+            err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        for note in result["notes"]:
+            out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+        out.print(summary_line(result), highlight=False, markup=False, soft_wrap=True)
+        for path, text, what in ((json_out, to_json, "figures"), (markdown, to_markdown, "markdown")):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text(result), encoding="utf-8")
+                out.print(f"{what} -> {path}", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command()
 def publish(
     directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory."),
@@ -382,6 +423,28 @@ def publish(
 SystemChoice = choice("SystemChoice", ("decoupled", "joint", "rg-gold"))
 TrainStageChoice = choice("TrainStageChoice", ("sft", "dpo"))
 PairsChoice = choice("PairsChoice", ("retained", "all"))
+
+
+@app.command()
+def view(
+    directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory."),
+    output: Path = typer.Option(Path("view.html"), "-o", "--output",
+                                help="The HTML file to write (outside the build)."),
+    sample: int | None = typer.Option(None, help="Put a sample of N pairs in the page, stratified by config, gold "
+                                                 "strategy and judge outcome (all pairs when not given)."),
+    seed: int = typer.Option(0, help="Seed of --sample."),
+    annotate: bool = typer.Option(False, "--annotate", help="A page for blind annotation only: the two replies in "
+                                                            "an order fixed per pair, no gold or judge marks."),
+) -> None:
+    """Write one offline HTML page to read, chart and annotate a build (no server; open it in a browser)."""
+    from ipm_prefdial.view import ViewError, write_view
+
+    with _exit_codes(ViewError):
+        summary = write_view(directory, output, sample=sample, seed=seed, annotate=annotate)
+    flagged = ", ".join(f"{name} {n}" for name, n in summary.flags.items() if n) or "none"
+    shown = f"{summary.pairs:,} pairs" + (f" (a sample of {summary.of:,})" if summary.of != summary.pairs else "")
+    out.print(f"wrote {summary.out} ({summary.bytes / 1e6:.1f} MB): {shown} from {summary.dialogues:,} dialogues; "
+              f"flags: {flagged}" + ("; annotate mode" if annotate else ""), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -90,12 +90,31 @@ def fake_pairs_build(fake_llm, tmp_path_factory) -> dict:
     return {"out": out, "cache": cache, "output": result.output}
 
 
+@pytest.fixture(scope="session")
+def synthetic_build(fake_llm, tmp_path_factory) -> dict:
+    """A whole `--stage all` build of the synthetic corpus (tests/synthetic.py, no ESConv text) on the fake server,
+    made once per session (read-only): {"out", "corpus", "root"}. For the viewer and its browser tests."""
+    from synthetic import build_args, write_corpus
+    from typer.testing import CliRunner
+
+    from ipm_prefdial.cli import app
+
+    root = tmp_path_factory.mktemp("synthetic")
+    corpus = write_corpus(root / "corpus.json")
+    out = root / "ipm_prefdial"
+    result = CliRunner().invoke(app, build_args(corpus, fake_llm["url"], out, root / "cache"))
+    assert result.exit_code == 0, result.output
+    return {"out": out, "corpus": corpus, "root": root}
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """In CI, a vLLM test that skips (vLLM missing, wrong platform) is a failure: those tests must run there."""
+    """In CI, a vLLM or browser test that skips (vLLM or Chromium missing, wrong platform) is a failure: those tests
+    must run there."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and item.get_closest_marker("vllm") and os.environ.get("CI") == "true":
+    marker = next((m for m in ("vllm", "browser") if item.get_closest_marker(m)), None)
+    if report.skipped and marker and os.environ.get("CI") == "true":
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        report.longrepr = f"a vLLM test skipped in CI (CI=true): {reason}"
+        report.longrepr = f"a {'vLLM' if marker == 'vllm' else 'browser'} test skipped in CI (CI=true): {reason}"
