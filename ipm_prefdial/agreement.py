@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from ipm_prefdial.jsonlines import json_objects
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED, JUDGED_CONFIGS, NO_ERROR
 from ipm_prefdial.release.features import RETAINED_OF, data_file
 
@@ -109,28 +110,6 @@ def _parquet_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _json_lines(path: Path) -> Iterable[tuple[int, dict]]:
-    """(line number, object) of each non-blank line of a JSON lines file."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AgreementError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    for number, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise AgreementError(f"{path}:{number}: not valid UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AgreementError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise AgreementError(f"{path}:{number}: expected a JSON object")
-        yield number, obj
-
-
 def _field(obj: dict, name: str, where: str) -> object:
     if name not in obj:
         raise AgreementError(f"{where}: missing field {name}")
@@ -187,7 +166,7 @@ def read_annotations(paths: Iterable[str | Path], verdicts: Verdicts) -> Ratings
     records: dict[tuple[str, PairKey], list[tuple[tuple, dict[str, str], str | None]]] = {}
     seq = 0
     for path in map(Path, paths):
-        for number, obj in _json_lines(path):
+        for number, obj in json_objects(path, AgreementError):
             where = f"{path}:{number}"
             pair = _pair(obj, verdicts, where)
             annotator = _text(obj, "annotator", where)
@@ -231,7 +210,7 @@ def read_references(paths: Iterable[str | Path], verdicts: Verdicts, annotators:
     taken = set(annotators)
     ratings = Ratings()
     for path in map(Path, paths):
-        for number, obj in _json_lines(path):
+        for number, obj in json_objects(path, AgreementError):
             where = f"{path}:{number}"
             pair = _pair(obj, verdicts, where)
             rater = _text(obj, "rater", where) if "rater" in obj else path.stem

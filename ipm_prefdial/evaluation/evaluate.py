@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ipm_prefdial.evaluation.infer import PREDICTION_FIELDS
 from ipm_prefdial.evaluation.reference import reference_metrics
 from ipm_prefdial.evaluation.strategy import MODES, match, strategy_metrics
+from ipm_prefdial.jsonlines import json_objects
 from ipm_prefdial.strategies import STRATEGIES
 
 
@@ -21,22 +21,7 @@ def read_predictions(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise PredictionsError(f"{path}: no such predictions file")
     rows, seen = [], {}
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise PredictionsError(f"{path}:{line}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x})") from None
-    except OSError as exc:
-        raise PredictionsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PredictionsError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise PredictionsError(f"{path}:{number}: expected a JSON object")
+    for number, row in json_objects(path, PredictionsError):
         missing = [k for k in PREDICTION_FIELDS if k not in row]
         if missing:
             raise PredictionsError(f"{path}:{number} (id {row.get('id')!r}): missing field(s) {', '.join(missing)}")
