@@ -417,6 +417,18 @@ def _comparison_cells(c: dict) -> list[str]:
             str(len(c["disagreements"])), c["warning"] or ""]
 
 
+CONSOLE_COMPARISON_COLUMNS = ("raters", "pairs", "kappa, 4 labels", "kappa, error or not", "kappa, retained",
+                              "disagreeing pairs")
+
+
+def _console_comparison_cells(c: dict) -> list[str]:
+    def cell(figure: dict) -> str:
+        return f"{_kappa(figure)} ({_number(figure['agreement'])}, {figure['n']})"
+
+    return [" vs ".join(c["raters"]), str(c["pairs"]), cell(c["kappa_4"]), cell(c["kappa_error"]),
+            cell(c["kappa_retained"]), str(len(c["disagreements"]))]
+
+
 def _rater_cells(name: str, r: dict) -> list[str]:
     return [name, r["kind"], str(r["pairs"]), str(r["pairs_both_replies"]), str(r["replies"]),
             *(str(r["labels"][label]) for label in LABELS)]
@@ -452,12 +464,13 @@ def tables(result: dict) -> list[Table]:
     for name, figures in result["raters"].items():
         raters.add_row(*map(escape, _rater_cells(name, figures)))
     shown.append(raters)
-    for title, block in _blocks(result):
-        table = Table(title=title, title_justify="left")
-        for k, col in enumerate(COMPARISON_COLUMNS):
-            table.add_column(col, justify="left" if k < 2 or col == "warning" else "right")
+    for title, block in _blocks(result):  # narrower than the markdown table: each kappa with its agreement and n
+        table = Table(title=title, title_justify="left",
+                      caption="kappa (observed agreement, items); warnings below", caption_justify="left")
+        for k, col in enumerate(CONSOLE_COMPARISON_COLUMNS):
+            table.add_column(col, justify="left" if k == 0 else "right")
         for c in block:
-            table.add_row(*map(escape, _comparison_cells(c)))
+            table.add_row(*map(escape, _console_comparison_cells(c)))
         shown.append(table)
     for c in result["comparisons"]:
         first, second = c["raters"]

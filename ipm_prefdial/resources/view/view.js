@@ -170,9 +170,10 @@
     ])));
     const mining = o.mining || {};
     grid.append(el("div", { class: "card" }, el("h3", {}, "Mining requests"), countsTable(
-      ["task", "requests", "cache hits", "sent", "prompt tok", "completion tok", "failures", "pairs"],
+      ["task", "requests", "cache hits", "sent", "prompt tok", "completion tok", "failures", "pairs", "cut at max_tokens"],
       Object.entries(mining).map(([task, m]) => { const a = m.accounting || {}; return [task.toUpperCase(), a.requests, a.cache_hits, a.sent,
-        a.prompt_tokens, a.completion_tokens, failures(a.failures), Object.values(m.pairs || {}).reduce((x, y) => x + y, 0)]; }))));
+        a.prompt_tokens, a.completion_tokens, failures(a.failures), Object.values(m.pairs || {}).reduce((x, y) => x + y, 0),
+        Object.entries(m.outcomes || {}).filter(([k]) => k.endsWith("_trimmed")).reduce((x, [, v]) => x + v, 0)]; }))));
     const judge = o.judge || {};
     grid.append(el("div", { class: "card" }, el("h3", {}, "Judge"), countsTable(
       ["config", "requests", "cache hits", "judged", "failures", "retained", "status"],
@@ -529,7 +530,9 @@
   });
   document.getElementById("clear").addEventListener("click", () => { const tab = F.tab; F = Object.assign({}, BLANK, { tab: tab }); refresh(); });
   document.addEventListener("keydown", e => {
-    if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT" || e.target.tagName === "TEXTAREA" || e.ctrlKey || e.metaKey || e.altKey) {
+    const t = e.target, typing = t.tagName === "SELECT" || t.tagName === "TEXTAREA" ||
+      (t.tagName === "INPUT" && !["radio", "checkbox", "button"].includes(t.type));
+    if (typing || e.ctrlKey || e.metaKey || e.altKey) {
       if (e.key === "Escape" && e.target.blur) e.target.blur();
       return;
     }
