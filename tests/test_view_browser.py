@@ -161,14 +161,16 @@ def test_filters_and_chart_bars_show_the_counts_python_computed(browser, pages, 
 def test_markup_in_replies_is_shown_as_text(browser, pages, synthetic_build):
     rows = parquet_rows(synthetic_build["out"], "response_pairs")
     pair = next(r for r in rows if r["chosen"][0]["content"] == SCRIPT_REPLY)
-    watch = Watch(browser, pages["browse"].as_uri() + f"#config=response_pairs&pair=response_pairs/{pair['id']}")
+    # the pairs of the validation split (a short table: the picture in the README) with this pair open
+    watch = Watch(browser, pages["browse"].as_uri() + f"#config=response_pairs&split={pair['split']}"
+                  f"&pair=response_pairs/{pair['id']}")
     page = watch.page
     assert page.inner_text("#chosen-text") == SCRIPT_REPLY
     assert IMG_SEEKER in page.inner_text("#pair .chat")
     assert page.evaluate("window.__pwned") is None
     assert page.locator("img").count() == 0 and page.locator("script").count() == 2
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(OUTPUT / "view.png"), full_page=False)
+    page.screenshot(path=str(OUTPUT / "view.png"), full_page=True)
     page.click('#tabs button[data-tab="overview"]')
     assert "IPM-PrefDial" in page.inner_text("#overview") and "fake-llm" in page.inner_text("#overview")
     watch.close()

@@ -282,7 +282,8 @@
     box.append(promptChart());
   }
   function confusion() {
-    const rows = D.pairs.filter(p => configOf(p) === "strategy_pairs" && match(p, "config") && (!F.config || F.config === "strategy_pairs"));
+    // over strategy_pairs whatever the config filter (the other filters apply)
+    const rows = D.pairs.filter(p => configOf(p) === "strategy_pairs" && match(p, "config"));
     const n = D.strategies.length, cell = 26, left = 180, top = 150;
     const counts = Array.from({ length: n }, () => Array(n + 1).fill(0));
     for (const p of rows) if (p.s >= 0) counts[p.s][p.rs >= 0 ? p.rs : n]++;
