@@ -238,3 +238,20 @@ def test_a_blind_annotation_session_gives_the_kappa_worked_out_by_hand(browser, 
     assert figures["preference"]["annotators"]["alice"]["share"] == pytest.approx(7 / 9)
     judge = next(c for c in figures["comparisons"] if c["raters"] == ["judge", "alice"])
     assert judge["kappa_4"]["n"] == 20 and judge["warning"] == "fewer than 50 pairs: kappa is unreliable"
+
+
+def test_the_overview_of_an_incomplete_build_says_so_first(browser, synthetic_build, tmp_path):
+    build = tmp_path / "ipm_prefdial"
+    shutil.copytree(synthetic_build["out"], build)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["complete"] = False
+    manifest["incomplete"] = {"requests": 7, "transient_failures": {"server_error": 5, "timeout": 2},
+                              "rerun": "ipm build --source-path corpus.json --retries 0"}
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    assert CliRunner().invoke(app, ["view", str(build), "-o", str(tmp_path / "v.html")]).exit_code == 0
+    watch = Watch(browser, (tmp_path / "v.html").as_uri() + "#tab=overview")
+    assert watch.page.inner_text("#incomplete") == (
+        "Incomplete build. 7 requests failed with transient errors (server_error 5, timeout 2) and have no answer. "
+        "Run the same command again to complete it: ipm build --source-path corpus.json --retries 0")
+    assert watch.page.locator("#pairs").is_hidden()
+    watch.close()

@@ -138,7 +138,7 @@
     if (o.complete === false) {
       const inc = o.incomplete || {};
       box.append(el("div", { class: "warning", id: "incomplete" }, el("strong", {}, "Incomplete build. "),
-        (inc.transient_failures ? fmt(inc.transient_failures) + " requests failed with transient errors and have no answer. " : ""),
+        (inc.requests ? fmt(inc.requests) + " requests failed with transient errors (" + failures(inc.transient_failures) + ") and have no answer. " : ""),
         inc.rerun ? el("span", {}, "Run the same command again to complete it: ", el("code", {}, inc.rerun)) : ""));
     }
     if (D.sample) box.append(el("div", { class: "warning", id: "sampled" }, "This page holds a sample of " + fmt(D.sample.n) +
