@@ -33,10 +33,13 @@ def full_build(work: Path) -> Path:
     out = work / "ipm_prefdial"
     started = time.perf_counter()
     try:
-        subprocess.run([sys.executable, "-m", "ipm_prefdial.cli", "build", "--source", "esconv", "--source-path",
-                        source, "--stage", "all", "--engine", "openai", "--base-url", server.url,
-                        "--concurrency", "32", "--out", str(out), "--cache-dir", str(work / "cache")],
-                       check=True, stdout=subprocess.DEVNULL, env={**os.environ, "IPM_CACHE_DIR": str(work / "c")})
+        done = subprocess.run([sys.executable, "-m", "ipm_prefdial.cli", "build", "--source", "esconv",
+                               "--source-path", source, "--stage", "all", "--engine", "openai", "--base-url",
+                               server.url, "--concurrency", "32", "--out", str(out),
+                               "--cache-dir", str(work / "cache")],
+                              capture_output=True, text=True, env={**os.environ, "IPM_CACHE_DIR": str(work / "c")})
+        if done.returncode != 0:
+            sys.exit(f"the build failed (exit {done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     finally:
         server.stop()
     print(f"full ESConv build on the test server: {time.perf_counter() - started:.0f} s")
