@@ -9,6 +9,7 @@ is too noisy to act on, so comparisons of the judge with a person on fewer than 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
@@ -34,10 +35,18 @@ MIN_PAIRS = 50
 UNRELIABLE = f"fewer than {MIN_PAIRS} pairs: kappa is unreliable"
 ONE_LABEL = "undefined: one label only"
 NO_ITEMS = "no items"
-SHARE_NOTE = "share = chosen / (chosen + rejected): ties are left out of the share and of its interval"
+SHARE_NOTE = ("share = chosen / (chosen + rejected): ties are left out of the share and of its interval; the pooled "
+              "row counts each annotator's answer, so a pair several people answered counts more than once and "
+              "its interval is narrower than that of as many independent pairs")
 
 Item = tuple[str, str, str]  # (config, id, reply): one reply, the unit of the per-reply figures
 PairKey = tuple[str, str]  # (config, id)
+
+
+def pair_digest(chosen: str, rejected: str) -> str:
+    """A short digest of a pair's two replies. `ipm view` writes it into each annotation, so labels given to one
+    build's replies are never counted against another build whose pair has the same id."""
+    return hashlib.sha256(f"{chosen}\0{rejected}".encode()).hexdigest()[:16]
 
 
 class AgreementError(ValueError):
@@ -52,6 +61,7 @@ class Verdicts:
     ids: dict[str, set[str]]  # config -> ids over both splits
     labels: dict[Item, str]  # the judge's labels; only pairs whose judge_status is "judged"
     status: dict[PairKey, str]  # judge_status of every pair
+    digests: dict[PairKey, str] = field(default_factory=dict)  # pair_digest of every pair's replies
 
 
 @dataclass
@@ -74,6 +84,7 @@ def read_build(directory: str | Path) -> Verdicts:
     ids: dict[str, set[str]] = {}
     labels: dict[Item, str] = {}
     status: dict[PairKey, str] = {}
+    digests: dict[PairKey, str] = {}
     for config in JUDGED_CONFIGS:
         for split in SPLITS:
             path = directory / data_file(config, split)
@@ -81,6 +92,9 @@ def read_build(directory: str | Path) -> Verdicts:
                 continue
             for row in _parquet_rows(path):
                 ids.setdefault(config, set()).add(row["id"])
+                if row.get("chosen") and row.get("rejected"):
+                    digests[(config, row["id"])] = pair_digest(row["chosen"][0]["content"],
+                                                               row["rejected"][0]["content"])
                 state = row["judge_status"]
                 status[(config, row["id"])] = state
                 if state == JUDGED and row["judge"] is not None:
@@ -89,7 +103,7 @@ def read_build(directory: str | Path) -> Verdicts:
     if not ids:
         wanted = " or ".join(data_file(c, "train") for c in JUDGED_CONFIGS)
         raise AgreementError(f"{directory}: no judged pair data ({wanted}); build it with ipm build --stage all")
-    return Verdicts(directory, ids, labels, status)
+    return Verdicts(directory, ids, labels, status, digests)
 
 
 def _parquet_rows(path: Path) -> list[dict]:
@@ -101,7 +115,7 @@ def _parquet_rows(path: Path) -> list[dict]:
         missing = [c for c in ("id", "judge") if c not in names]
         if missing:
             raise AgreementError(f"{path}: no column {', '.join(missing)} (not a pair config of ipm build)")
-        columns = ["id", "judge", *(["judge_status"] if "judge_status" in names else [])]
+        columns = ["id", "judge", *(c for c in ("judge_status", "chosen", "rejected") if c in names)]
         rows = pq.read_table(path, columns=columns).to_pylist()
     except (pa.ArrowException, OSError) as exc:
         raise AgreementError(f"{path}: cannot read the parquet file ({exc})") from None
@@ -169,6 +183,10 @@ def read_annotations(paths: Iterable[str | Path], verdicts: Verdicts) -> Ratings
         for number, obj in json_objects(path, AgreementError):
             where = f"{path}:{number}"
             pair = _pair(obj, verdicts, where)
+            digest = obj.get("pair_sha256")
+            if digest is not None and verdicts.digests.get(pair) not in (None, digest):
+                raise AgreementError(f"{where}: field pair_sha256: the replies annotated are not those of "
+                                     f"{pair[0]}/{pair[1]} in this build (an annotation of another build?)")
             annotator = _text(obj, "annotator", where)
             if annotator == JUDGE:
                 raise AgreementError(f"{where}: field annotator: {JUDGE!r} names the build's judge; give the "

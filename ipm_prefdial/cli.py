@@ -435,14 +435,19 @@ def view(
     seed: int = typer.Option(0, help="Seed of --sample."),
     annotate: bool = typer.Option(False, "--annotate", help="A page for blind annotation only: the two replies in "
                                                             "an order fixed per pair, no gold or judge marks."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer to count prompt lengths with: bundled, a local "
+                                                    "directory or GGUF file, a Hub id, or none (characters / 4). "
+                                                    "Default: the build's own when it is the bundled one."),
 ) -> None:
     """Write one offline HTML page to read, chart and annotate a build (no server; open it in a browser)."""
     from ipm_prefdial.view import ViewError, write_view
 
     with _exit_codes(ViewError):
-        summary = write_view(directory, output, sample=sample, seed=seed, annotate=annotate)
+        summary = write_view(directory, output, sample=sample, seed=seed, annotate=annotate,
+                             tokenizer="auto" if tokenizer is None else None if tokenizer == "none" else tokenizer)
     flagged = ", ".join(f"{name} {n}" for name, n in summary.flags.items() if n) or "none"
-    shown = f"{summary.pairs:,} pairs" + (f" (a sample of {summary.of:,})" if summary.of != summary.pairs else "")
+    shown = f"{summary.pairs:,} of the build's {summary.of:,} pairs" if summary.of != summary.pairs \
+        else f"{summary.pairs:,} pairs"
     out.print(f"wrote {summary.out} ({summary.bytes / 1e6:.1f} MB): {shown} from {summary.dialogues:,} dialogues; "
               f"flags: {flagged}" + ("; annotate mode" if annotate else ""), highlight=False, soft_wrap=True)
 

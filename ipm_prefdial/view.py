@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from ipm_prefdial.agreement import pair_digest
 from ipm_prefdial.config import ConfigError
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.judging import ERROR_TYPES
@@ -114,7 +115,7 @@ def reply_flags(config: str, chosen: str, rejected: str) -> set[str]:
         flags.add("empty reply")
     elif a == b:
         flags.add("identical")
-    elif min(len(a), len(b)) >= NEAR_IDENTICAL * max(len(a), len(b)):
+    elif 2 * min(len(a), len(b)) >= NEAR_IDENTICAL * (len(a) + len(b)):  # the highest ratio these lengths allow
         if difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= NEAR_IDENTICAL:
             flags.add("near-identical")
     if task == "rg" and (_known_tags(chosen) or _known_tags(rejected)):
@@ -166,6 +167,33 @@ def _history(prompt: list[dict]) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in prompt if m["role"] != "system"]
 
 
+def _status(row: dict) -> str:
+    """A pair's judge_status; builds from before that column have only the verdict."""
+    if "judge_status" in row and row["judge_status"] is not None:
+        return row["judge_status"]
+    return "judged" if row.get("judge") is not None else ""
+
+
+def _seen(task: str, prompt: list[dict], seq: list[tuple[str, str]], turn: int) -> int | None:
+    """Where in the dialogue the oldest message a pair's prompt still holds stands: 0 when the prompt holds all of
+    the history before ``turn``, more when --trim-tokens shortened it; None when the prompt does not fit the
+    dialogue as rebuilt."""
+    history = [m["content"] for m in prompt if m["role"] != "system"]
+    if task == "sp":  # one user message, one line per dialogue message
+        count = len(history[0].split("\n")) if history and history[0] else 0
+        return turn - count if count <= turn else None
+    if len(history) > turn:
+        return None
+    start = turn - len(history)
+    if not history:
+        return start
+    role, content = seq[start]
+    first = history[0]
+    whole = (first == content or parse_tagged(first)[1] == parse_tagged(content)[1]
+             or (start == turn - 1 and role == "user" and first.startswith(content)))  # RG: the instruction follows
+    return start if whole else start + 1  # a message cut by lines is one the prompt no longer holds whole
+
+
 def _dialogues(rows_by_dialog: dict[int, list[dict]]) -> tuple[dict[int, list[tuple[str, str]]], dict[tuple, int]]:
     """Each dialogue's messages, rebuilt from its rows' prompts (one message per history message, oldest possibly
     dropped by --trim-tokens) and gold answers; and the position of each turn's gold answer in its dialogue."""
@@ -196,7 +224,7 @@ class _PromptLengths:
     plus the chat template's tokens per message (measured once). Within a few tokens of the exact count (a test
     holds it to that); when no tokenizer can be loaded, characters / 4."""
 
-    def __init__(self, name: str | None) -> None:
+    def __init__(self, name: str | None, required: bool = False) -> None:
         self.unit = "characters / 4"
         self.tokenizer_name: str | None = None
         self._lines: dict[str, int] = {}
@@ -209,7 +237,9 @@ class _PromptLengths:
             self._tok, self.tokenizer_name = load_tokenizer(name)
             self._measure_template()
             self.unit = "tokens"
-        except Exception:  # noqa: BLE001 - no transformers, an unreachable Hub id, a template without roles
+        except Exception as exc:  # noqa: BLE001 - no transformers, an unreachable Hub id, a template without roles
+            if required:  # the user named it: say why it cannot be used rather than count characters
+                raise ConfigError(f"--tokenizer {name}: cannot count tokens with it ({exc})") from None
             self._tok, self.tokenizer_name = None, None
 
     def _template(self, messages: list[dict], generation: bool) -> int:
@@ -256,7 +286,7 @@ def _outcome(row: dict) -> str:
     judge = row["judge"]
     if judge is not None:
         return "retained" if judge["retained"] else "not retained"
-    return row["judge_status"] or "none"
+    return _status(row) or "none"
 
 
 def stratified_sample(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
@@ -281,7 +311,25 @@ def stratified_sample(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
     return [rows[i] for i in sorted(picked)]
 
 
+def one_per_dialogue(rows: list[dict], seed: int = 0) -> list[dict]:
+    """One row per dialogue (the one whose seeded hash of config and id is least); rows keep their order."""
+    best: dict[int, tuple[str, int]] = {}
+    for i, row in enumerate(rows):
+        rank = hashlib.sha256(f"{seed}|{row['_config']}/{row['id']}".encode()).hexdigest()
+        if row["dialog_id"] not in best or rank < best[row["dialog_id"]][0]:
+            best[row["dialog_id"]] = (rank, i)
+    return [rows[i] for i in sorted(i for _, i in best.values())]
+
+
 # ----------------------------------------------------------------------------------------------------- the data
+
+
+def _tokenizer_name(manifest: dict) -> str | None:
+    """The tokenizer to count prompt lengths with: the build's own when it is the bundled one (read offline), else
+    none (characters / 4; `ipm view --tokenizer` names one). A recorded name is never looked up on the Hub or in
+    the working directory, so the page does not depend on either."""
+    recorded = (manifest.get("build_config") or {}).get("trim_tokenizer") or "bundled"
+    return "bundled" if recorded == "bundled" else None
 
 
 def _blind_order(config: str, pair_id: str) -> int:
@@ -294,13 +342,19 @@ def _overview(manifest: dict, root: Path) -> dict:
     keep = ("name", "version", "tool", "stage", "complete", "incomplete", "source", "split", "executor", "models",
             "sampling", "mining", "judge", "trim", "prompt_tokens", "files")
     out = {key: manifest.get(key) for key in keep if key in manifest}
+    if isinstance(out.get("models"), dict):  # endpoints are not shown (a host name can be internal)
+        out["models"] = {role: {k: v for k, v in m.items() if k != "base_url"} if isinstance(m, dict) else m
+                         for role, m in out["models"].items()}
     out["directory"] = root.name
     return out
 
 
-def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0,
+def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0, annotate: bool = False,
             tokenizer: str | None = "auto") -> dict:
-    """The page's data for a build: overview, tables, dialogues and pairs (see the module docstring)."""
+    """The page's data for a build: overview, tables, dialogues and pairs (see the module docstring). For an
+    annotation page (``annotate``) only response and joint pairs, one pair per dialogue: two pairs of one turn
+    (RG and VM, or two samples) share their gold reply, and a later turn shows an earlier one's gold in its
+    history, so either would tell an annotator which reply is gold."""
     root = Path(build_dir)
     if not root.is_dir():
         raise ViewError(f"{root.name}: not a directory (pass a build directory made by `ipm build`)")
@@ -328,6 +382,8 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0,
             if path.is_file():
                 files.setdefault(retained, {})[split] = pq.read_metadata(path).num_rows
     of = len(rows)
+    if annotate:
+        rows = one_per_dialogue([r for r in rows if TASK_OF[r["_config"]] != "sp"], seed)
     if sample is not None:
         rows = stratified_sample(rows, sample, seed)
 
@@ -347,8 +403,8 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0,
     dialogues, position = _dialogues(by_dialog)
 
     # prompt lengths
-    trim_tokenizer = (manifest.get("build_config") or {}).get("trim_tokenizer") or "bundled"
-    lengths = _PromptLengths(trim_tokenizer if tokenizer == "auto" else tokenizer)
+    lengths = _PromptLengths(_tokenizer_name(manifest) if tokenizer == "auto" else tokenizer,
+                             required=tokenizer not in ("auto", None))
     lengths.add_lines([m["content"] for row in rows for m in row["prompt"]])
 
     systems: dict[str, int] = {}
@@ -362,18 +418,16 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0,
         if system is not None:
             systems.setdefault(config, strings(system))
         flags = reply_flags(config, chosen, rejected)
-        judge, status = row["judge"], row["judge_status"] or ""
+        judge, status = row["judge"], _status(row)
         if status.startswith("failed"):
             flags.add("judge failed")
         if judge is not None and judge["chosen_error"] is not None:
             flags.add("gold judged an error")
         seq = dialogues.get(row["dialog_id"], [])
         turn = position.get((row["dialog_id"], row["turn_index"]))
-        if seq and turn:
-            first = parse_tagged(seq[0][1])[1] if seq[0][0] == "assistant" else seq[0][1]
-            history_text = "\n".join(m["content"] for m in row["prompt"] if m["role"] != "system")
-            if first.strip() and first.strip().split("\n")[0] not in history_text:
-                flags.add("prompt trimmed")
+        seen = _seen(TASK_OF[config], row["prompt"], seq, turn) if turn is not None else None
+        if seen:
+            flags.add("prompt trimmed")
         flag_counts.update(flags)
         miner = row["miner"] or {}
         pair: dict[str, Any] = {
@@ -383,10 +437,16 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0,
             "c": strings(chosen), "r": strings(rejected), "rs": strategies(row["rejected_strategy"]),
             "js": statuses(status), "pt": lengths.prompt(row["prompt"]), "pm": len(row["prompt"]),
             "f": sum(FLAG_BIT[f] for f in flags), "ab": _blind_order(config, row["id"]),
+            "h": pair_digest(chosen, rejected),
             # engine, model and sampling (the per-request seed and prompt hash stay in the parquet)
             "mn": miners(json.dumps({k: v for k, v in miner.items() if k not in ("seed", "prompt_sha256")},
                                     sort_keys=True)),
         }
+        if seen:
+            pair["seen"] = seen  # the first message of the dialogue the (trimmed) prompt still holds
+        if turn is None:  # no joint rows to rebuild the dialogue from: the pair's own history, as sent
+            pair["hist"] = [[0 if m["role"] == "user" else 1, strings(m["content"])]
+                            for m in row["prompt"] if m["role"] != "system"]
         if judge is not None:
             pair.update({"jr": 1 if judge["retained"] else 0, "ce": errors(judge["chosen_error"] or "None"),
                          "re": errors(judge["rejected_error"] or "None"), "cx": strings(judge["chosen_explanation"]),
@@ -420,7 +480,11 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0,
         "systems": systems,
         "tokens": {"unit": lengths.unit, "tokenizer": lengths.tokenizer_name,
                    "trim": trim.get("tokens") if isinstance(trim, dict) else None, "trl_max_length": 1024},
-        "sample": None if sample is None or sample >= of else {"n": len(pairs), "of": of, "seed": seed},
+        "sample": None if len(pairs) == of else {"n": len(pairs), "of": of, "seed": seed,
+                                                 "annotate": annotate},
+        # names the pairs this page shows (ids and replies): the key of its annotations in the browser's storage
+        "fingerprint": hashlib.sha256("\n".join(f"{PAIR_CONFIGS[p['k']]}/{p['id']}/{p['h']}"
+                                                 for p in pairs).encode()).hexdigest()[:16],
         "strings": strings.items,
         "dialogues": stored_dialogues,
         "pairs": pairs,
@@ -480,7 +544,7 @@ def write_view(build_dir: str | Path, out: str | Path, *, sample: int | None = N
                         "(a build holds only README.md, manifest.json and data/)")
     if not target.parent.is_dir():
         raise ConfigError(f"-o {out}: its folder does not exist")
-    data = collect(root, sample=sample, seed=seed, tokenizer=tokenizer)
+    data = collect(root, sample=sample, seed=seed, annotate=annotate, tokenizer=tokenizer)
     page = render(data, annotate=annotate).encode("utf-8")
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_bytes(page)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ipm_prefdial.strategies import STRATEGIES
 
+SUPPORTER_FIRST = (1, 5, 9)  # dialogues that open with the supporter
+TWO_IN_A_ROW = (2, 6, 10)  # dialogues with two supporter turns in a row
 SCRIPT_REPLY = "I hear you. </script><script>window.__pwned = 1</script> Tell me more?"
 IMG_SEEKER = "My boss wrote <img src=x onerror=\"window.__pwned = 2\"> in the team chat & laughed."
 
@@ -45,8 +47,9 @@ _SUPPORT = {
 }
 
 
-def corpus(dialogues: int = 10, seed: int = 7) -> list[dict]:
-    """``dialogues`` ESConv-style dialogues; every strategy occurs; dialogue 0 holds the two markup strings."""
+def corpus(dialogues: int = 16, seed: int = 7) -> list[dict]:
+    """``dialogues`` ESConv-style dialogues; every strategy occurs; dialogue 0 holds the two markup strings,
+    dialogues 1, 5, 9 open with the supporter, dialogues 2, 6, 10 have two supporter turns in a row."""
     rng = random.Random(seed)
     out = []
     for d in range(dialogues):
@@ -64,13 +67,18 @@ def corpus(dialogues: int = 10, seed: int = 7) -> list[dict]:
             if d == 0 and turn == 2:
                 strategy, reply = "Question", SCRIPT_REPLY
             dialog.append({"speaker": "supporter", "annotation": {"strategy": strategy}, "content": reply})
+        if d in SUPPORTER_FIRST:
+            dialog = dialog[1:]
+        if d in TWO_IN_A_ROW:
+            dialog.insert(4, {"speaker": "supporter", "annotation": {"strategy": "Information"},
+                              "content": "Talking it through often makes the next step clearer."})
         dialog.append({"speaker": "seeker", "annotation": {}, "content": "Thanks, that helps a little."})
         out.append({"experience_type": "Current Experience", "emotion_type": emotion, "problem_type": problem,
                     "situation": lines[0], "dialog": dialog})
     return out
 
 
-def write_corpus(path: Path, dialogues: int = 10) -> Path:
+def write_corpus(path: Path, dialogues: int = 16) -> Path:
     path.write_text(json.dumps(corpus(dialogues), indent=1), encoding="utf-8")
     return path
 

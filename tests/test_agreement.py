@@ -335,3 +335,19 @@ def test_missing_build_and_missing_inputs(tmp_path, build, annotations):
     assert result.exit_code == 1 and f"{tmp_path / 'absent.jsonl'}: cannot read" in plain(result.output)
     result = run("--build", build)
     assert result.exit_code == 2 and "nothing to compare the judge with" in plain(result.output)
+
+
+def test_an_annotation_of_other_replies_is_refused(tmp_path, build):
+    # every pair of the fixture has the same replies; their digest, worked out once by hand with hashlib:
+    # sha256("That sounds hard. What happened next?\0Just try harder.")[:16]
+    right, wrong = "a185ad592b30d7d2", "0123456789abcdef"
+    ok = json.loads(line("10-3-s0", "None", LE))
+    stale = json.loads(line("10-1-s0", "None", LE))
+    ok["pair_sha256"], stale["pair_sha256"] = right, wrong
+    path = write_lines(tmp_path / "a.jsonl", [json.dumps(ok)])
+    assert run(path, "--build", build).exit_code == 0
+    path = write_lines(tmp_path / "b.jsonl", [json.dumps(ok), json.dumps(stale)])
+    result = run(path, "--build", build)
+    assert result.exit_code == 1
+    assert (f"{path}:2: field pair_sha256: the replies annotated are not those of response_pairs/10-1-s0 in this "
+            "build") in plain(result.output)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from synthetic import IMG_SEEKER, SCRIPT_REPLY
+from synthetic import IMG_SEEKER, SCRIPT_REPLY, SUPPORTER_FIRST, TWO_IN_A_ROW
 from typer.testing import CliRunner
 
 from conftest import plain
@@ -159,17 +159,93 @@ def test_stratified_sample_gives_each_stratum_its_share():
 
 
 def test_sample_and_annotate_pages(synthetic_build, tmp_path):
-    out = tmp_path / "sample.html"
-    result = CliRunner().invoke(app, ["view", str(synthetic_build["out"]), "-o", str(out), "--sample", "20",
-                                      "--annotate"])
+    build = synthetic_build["out"]
+    total = sum(len(parquet_rows(build, c)) for c in PAIRS)
+    result = CliRunner().invoke(app, ["view", str(build), "-o", str(tmp_path / "sample.html"), "--sample", "20"])
     assert result.exit_code == 0, result.output
-    assert "20 pairs (a sample of 123)" in plain(result.output)
-    html = out.read_text(encoding="utf-8")
+    assert f"20 of the build's {total} pairs" in plain(result.output)
+    html = (tmp_path / "sample.html").read_text(encoding="utf-8")
     data = page_data(html)
-    assert len(data["pairs"]) == 20 and data["sample"] == {"n": 20, "of": 123, "seed": 0}
-    assert '<body data-mode="annotate">' in html
+    assert len(data["pairs"]) == 20
+    assert data["sample"] == {"n": 20, "of": total, "seed": 0, "annotate": False}
+    assert '<body data-mode="browse">' in html
     # the blind order is fixed per pair by a hash of its config and id: about half shown rejected-first
     assert 4 <= sum(p["ab"] for p in data["pairs"]) <= 16
+
+    # an annotation page: response and joint pairs only, one per dialogue (else a pair's gold shows elsewhere)
+    result = CliRunner().invoke(app, ["view", str(build), "-o", str(tmp_path / "blind.html"), "--annotate"])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "blind.html").read_text(encoding="utf-8")
+    data = page_data(html)
+    dialogues = {r["dialog_id"] for r in parquet_rows(build, "response_pairs")}
+    assert sorted(p["d"] for p in data["pairs"]) == sorted(dialogues)
+    assert {data["configs"][p["k"]] for p in data["pairs"]} == {"response_pairs", "joint_pairs"}
+    assert '<body data-mode="annotate">' in html and data["sample"]["annotate"] is True
+    result = CliRunner().invoke(app, ["view", str(build), "-o", str(tmp_path / "five.html"), "--annotate",
+                                      "--sample", "5"])
+    data = page_data((tmp_path / "five.html").read_text(encoding="utf-8"))
+    assert len(data["pairs"]) == 5 and len({p["d"] for p in data["pairs"]}) == 5
+
+
+@pytest.fixture(scope="module")
+def trimmed(fake_llm, synthetic_build, tmp_path_factory) -> dict:
+    """The synthetic corpus built again with --trim-tokens 450 and --samples 2, and its page."""
+    from synthetic import build_args
+
+    root = tmp_path_factory.mktemp("trimmed")
+    out = root / "ipm_prefdial"
+    args = build_args(synthetic_build["corpus"], fake_llm["url"], out, root / "cache")
+    result = CliRunner().invoke(app, [*args, "--trim-tokens", "450", "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(app, ["view", str(out), "-o", str(root / "view.html")]).exit_code == 0
+    return {"out": out, "data": page_data((root / "view.html").read_text(encoding="utf-8"))}
+
+
+def test_dialogues_are_rebuilt_whole_from_trimmed_prompts(synthetic_build, trimmed):
+    data, strings = trimmed["data"], trimmed["data"]["strings"]
+    # the untrimmed build's joint prompts are the truth: the history before each turn, tagged
+    truth = {(r["dialog_id"], r["turn_index"]): [m["content"] for m in r["prompt"][1:]]
+             for r in parquet_rows(synthetic_build["out"], "joint_pairs")}
+
+    def tagged(message: list) -> str:
+        speaker, text, strategy = message
+        return f"[{data['strategies'][strategy]}] {strings[text]}" if speaker == 1 else strings[text]
+
+    checked = 0
+    for p in data["pairs"]:
+        history = [tagged(m) for m in data["dialogues"][str(p["d"])][:p["at"]]]
+        assert history == truth[(p["d"], p["t"])], p["id"]
+        checked += 1
+    assert checked == sum(len(parquet_rows(trimmed["out"], c)) for c in PAIRS)
+    # dialogues that open with the supporter (the conversion's "Hi" first), and with two supporter turns in a row
+    first = [d for d in SUPPORTER_FIRST if str(d) in data["dialogues"]]
+    assert first
+    for d in first:
+        assert [tagged(m) for m in data["dialogues"][str(d)][:2]] == ["Hi", "[Others] Hello, of course. I am here."]
+    twice = [d for d in TWO_IN_A_ROW if str(d) in data["dialogues"]]
+    assert twice
+    for d in twice:
+        two = [tagged(m) for m in data["dialogues"][str(d)]]
+        at = two.index("[Information] Talking it through often makes the next step clearer.")
+        assert two[at - 1] == " " and two[at - 2].startswith("[")
+
+
+def test_the_trimmed_flag_marks_exactly_the_shortened_prompts(synthetic_build, trimmed):
+    data = trimmed["data"]
+    bit = 1 << [f["name"] for f in data["flags"]].index("prompt trimmed")
+    sizes = {}
+    for config in PAIRS:
+        sft = config.replace("_pairs", "_sft")  # the untrimmed build's prompt of every turn
+        full = {(r["dialog_id"], r["turn_index"]): r["prompt"] for r in parquet_rows(synthetic_build["out"], sft)}
+        short = {r["id"]: r["prompt"] for r in parquet_rows(trimmed["out"], config)}
+        mine = [p for p in data["pairs"] if data["configs"][p["k"]] == config]
+        shortened = {p["id"] for p in mine if short[p["id"]] != full[(p["d"], p["t"])]}
+        flagged = {p["id"] for p in mine if p["f"] & bit}
+        assert flagged == shortened, config
+        sizes[config] = (len(shortened), len(mine))
+    assert sum(n for n, _ in sizes.values()) > 0 and any(n < of for n, of in sizes.values()), sizes
+    counts = {f["name"]: f["count"] for f in data["flags"]}
+    assert counts["prompt trimmed"] == sum(1 for p in data["pairs"] if p["f"] & bit)
 
 
 @pytest.mark.parametrize(("args", "code", "words"), [
@@ -177,6 +253,7 @@ def test_sample_and_annotate_pages(synthetic_build, tmp_path):
     (["-o", "{tmp}"], 2, "a directory; name the HTML file to write"),
     (["-o", "{tmp}/no/such/view.html", ], 2, "no/such/view.html: its folder does not exist"),
     (["--sample", "0", "-o", "{tmp}/v.html"], 2, "--sample must be at least 1, not 0"),
+    (["--tokenizer", "{tmp}/no-tokenizer", "-o", "{tmp}/v.html"], 2, "no-tokenizer: cannot count tokens with it"),
 ])
 def test_bad_options_are_named(synthetic_build, tmp_path, args, code, words):
     args = [a.format(build=synthetic_build["out"], tmp=tmp_path) for a in args]
@@ -190,3 +267,15 @@ def test_a_directory_that_is_not_a_build(tmp_path):
     result = CliRunner().invoke(app, ["view", str(tmp_path / "notes"), "-o", str(tmp_path / "v.html")])
     assert result.exit_code == 1 and "manifest.json: not found in notes/" in plain(result.output)
     assert not (tmp_path / "v.html").exists()
+
+
+def test_prompt_lengths_without_a_tokenizer_are_characters_over_four(synthetic_build, tmp_path):
+    out = tmp_path / "v.html"
+    result = CliRunner().invoke(app, ["view", str(synthetic_build["out"]), "-o", str(out), "--tokenizer", "none"])
+    assert result.exit_code == 0, result.output
+    data = page_data(out.read_text(encoding="utf-8"))
+    assert data["tokens"]["unit"] == "characters / 4" and data["tokens"]["tokenizer"] is None
+    prompts = {(c, r["id"]): r["prompt"] for c in PAIRS for r in parquet_rows(synthetic_build["out"], c)}
+    for p in data["pairs"][:20]:
+        chars = sum(len(m["content"]) for m in prompts[(data["configs"][p["k"]], p["id"])])
+        assert p["pt"] == round(chars / 4)

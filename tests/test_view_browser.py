@@ -8,6 +8,7 @@ with CI=true a skip is a failure (conftest.py). The screenshots land in ``test-o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -107,6 +108,8 @@ def expected_counts(build: Path) -> dict:
         "flag=gold judged an error": sum(bool(r["judge"]) and r["judge"]["chosen_error"] is not None for r in rows),
         "rlen=rejected:1": sum(r["config"] != "strategy_pairs" and 5 <= words(r["rejected"][0]["content"]) < 10
                                for r in rows),
+        "rlen=chosen:0": sum(r["config"] != "strategy_pairs" and words(r["chosen"][0]["content"]) < 5 for r in rows),
+        "retained/Question": sum(r["strategy"] == "Question" for r in parquet_rows(build, "joint_pairs_retained")),
         "q=walk": sum(has(r, "walk") for r in rows),
         "bar:response_pairs/Question": sum(r["config"] == "response_pairs" and r["strategy"] == "Question"
                                            for r in rows),
@@ -125,13 +128,18 @@ def test_filters_and_chart_bars_show_the_counts_python_computed(browser, pages, 
     assert watch.count() == expected["all"]
     for key in ("config=response_pairs", "config=joint_pairs_retained", "split=validation", "strategy=Question",
                 "pred=Others", "status=judged", "error=rejected:Lack Empathy", "flag=gold judged an error",
-                "rlen=rejected:1"):
+                "rlen=rejected:1", "rlen=chosen:0"):
         name, value = key.split("=", 1)
         page.select_option(f"#f-{name}", value)
         assert watch.count() == expected[key], key
         assert f"{name}=" in page.evaluate("location.hash"), key  # kept in the URL
         page.select_option(f"#f-{name}", "")
         assert watch.count() == expected["all"]
+    # a strategy bar under a retained config keeps that config
+    page.select_option("#f-config", "joint_pairs_retained")
+    page.click('#chart-strategy rect[data-filter=\'{"strategy":"Question","config":"joint_pairs_retained"}\']')
+    assert watch.count() == expected["retained/Question"]
+    page.click("#clear")
     page.fill("#f-q", "walk")
     assert watch.count() == expected["q=walk"]
     page.click("#clear")
@@ -195,9 +203,14 @@ def annotate(browser, url: str, name: str, labels: list[tuple[str, str]], prefer
     watch = Watch(browser, url)
     page = watch.page
     assert page.locator("#pairs").is_hidden() and page.locator('#tabs button[data-tab="pairs"]').is_hidden()
+    # no answer before a name: the labels are disabled and the page says why
+    assert page.locator('#reply-A input[value="None"]').is_disabled() and page.locator("#name-first").is_visible()
     page.fill("#annotator", name)
+    page.press("#annotator", "Tab")
+    seen = []
     for i, (chosen_label, rejected_label) in enumerate(labels):
         key = page.get_attribute("#annotate-pair", "data-key")
+        seen.append(key)
         letter = "A" if page.inner_text("#reply-A .text") == gold[key] else "B"
         other = "B" if letter == "A" else "A"
         assert page.inner_text(f"#reply-{other} .text") != gold[key]
@@ -210,6 +223,9 @@ def annotate(browser, url: str, name: str, labels: list[tuple[str, str]], prefer
             page.check(f'#preference input[value="{value}"]')
         page.click("#next-pair")
     assert page.inner_text("#progress-text").startswith(f"{len(labels)} of ")
+    # one pair per dialogue (a second pair of a dialogue would show this one's gold), never a strategy pair
+    dialogues = [key.split("/")[1].split("-")[0] for key in seen]
+    assert len(set(dialogues)) == len(seen) and not any(k.startswith("strategy_pairs/") for k in seen)
     with page.expect_download() as download:
         page.click("#export")
     download.value.save_as(str(target))
@@ -225,8 +241,21 @@ def test_a_blind_annotation_session_gives_the_kappa_worked_out_by_hand(browser, 
     lines = [json.loads(line) for line in (tmp_path / "alice.jsonl").read_text().splitlines()]
     assert len(lines) == 10 and {line["annotator"] for line in lines} == {"alice"}
     assert Counter(line["preference"] for line in lines) == {"chosen": 7, "rejected": 2, "tie": 1}
-    assert set(lines[0]) == {"id", "config", "labels", "preference", "annotator", "time", "order"}
-    shutil.copy(tmp_path / "alice.jsonl", OUTPUT / "annotations-alice.jsonl") if OUTPUT.is_dir() else None
+    assert set(lines[0]) == {"id", "config", "labels", "preference", "annotator", "time", "order", "pair_sha256"}
+    replies = {f"{c}/{r['id']}": f"{r['chosen'][0]['content']}\0{r['rejected'][0]['content']}"
+               for c in PAIRS for r in parquet_rows(build, c)}
+    for line in lines:  # the digest of the two replies annotated: sha256 of chosen, NUL, rejected; 16 hex digits
+        key = f"{line['config']}/{line['id']}"
+        assert line["pair_sha256"] == hashlib.sha256(replies[key].encode()).hexdigest()[:16]
+    # another browser goes on from the exported file: alice's ten answers are back under her name
+    watch = Watch(browser, url)
+    watch.page.set_input_files("#import", str(tmp_path / "alice.jsonl"))
+    watch.page.wait_for_function("document.querySelector('#import-note') && "
+                                 "document.querySelector('#import-note').textContent.includes('imported')")
+    assert watch.page.inner_text("#import-note") == "10 answers imported (alice)"
+    assert watch.page.input_value("#annotator") == "alice"
+    assert watch.page.inner_text("#progress-text").startswith("10 of ")
+    watch.close()
     result = CliRunner().invoke(app, ["agreement", str(tmp_path / "alice.jsonl"), str(tmp_path / "bob.jsonl"),
                                       "--build", str(build), "--json", str(tmp_path / "agreement.json")])
     assert result.exit_code == 0, result.output
@@ -254,4 +283,18 @@ def test_the_overview_of_an_incomplete_build_says_so_first(browser, synthetic_bu
         "Incomplete build. 7 requests failed with transient errors (server_error 5, timeout 2) and have no answer. "
         "Run the same command again to complete it: ipm build --source-path corpus.json --retries 0")
     assert watch.page.locator("#pairs").is_hidden()
+    watch.close()
+
+
+def test_every_chart_bar_shows_the_count_its_click_gives(browser, pages):
+    watch = Watch(browser, pages["browse"].as_uri())
+    page = watch.page
+    bars = page.eval_on_selector_all("#charts rect.bar", "rs => rs.map(r => [r.dataset.filter, r.dataset.count])")
+    assert len(bars) > 100
+    for filters, count in bars:
+        if count == "0":
+            continue
+        page.click(f"#charts rect.bar[data-filter='{filters}']")
+        assert watch.count() == int(count), filters
+        page.click("#clear")
     watch.close()

@@ -93,8 +93,9 @@
       if (D.labels[side === "chosen" ? p.ce : p.re] !== label) return false;
     }
     if (F.flag) { const bit = FLAG_NAMES.indexOf(F.flag); if (bit < 0 || !(p.f & (1 << bit))) return false; }
-    if (F.rlen && skip !== "rlen") {
+    if (F.rlen && skip !== "rlen") {  // replies that are text: strategy pairs hold strategy names
       const [side, bin] = splitOnce(F.rlen);
+      if (configOf(p) === "strategy_pairs") return false;
       if (replyBin(words(side === "chosen" ? p.c : p.r)) !== Number(bin)) return false;
     }
     if (F.plen && skip !== "plen" && promptBin(p.pt) !== Number(F.plen)) return false;
@@ -109,7 +110,7 @@
   function readHash() {
     const params = new URLSearchParams(location.hash.slice(1));
     F = Object.assign({}, BLANK);
-    for (const k of Object.keys(BLANK)) if (params.has(k)) F[k] = k === "page" ? Number(params.get(k)) || 0 : params.get(k);
+    for (const k of Object.keys(BLANK)) if (params.has(k)) F[k] = k === "page" ? Math.max(0, Math.floor(Number(params.get(k)) || 0)) : params.get(k);
   }
   function writeHash() {
     const params = new URLSearchParams();
@@ -141,8 +142,9 @@
         (inc.requests ? fmt(inc.requests) + " requests failed with transient errors (" + failures(inc.transient_failures) + ") and have no answer. " : ""),
         inc.rerun ? el("span", {}, "Run the same command again to complete it: ", el("code", {}, inc.rerun)) : ""));
     }
-    if (D.sample) box.append(el("div", { class: "warning", id: "sampled" }, "This page holds a sample of " + fmt(D.sample.n) +
-      " of the build's " + fmt(D.sample.of) + " pairs (stratified by config, gold strategy and judge outcome; seed " + D.sample.seed + "): counts below the overview are the sample's."));
+    if (D.sample) box.append(el("div", { class: "warning", id: "sampled" }, "This page holds " + fmt(D.sample.n) +
+      " of the build's " + fmt(D.sample.of) + " pairs (" + (D.sample.annotate ? "for annotation: response and joint pairs, one per dialogue; " : "") +
+      "stratified by config, gold strategy and judge outcome; seed " + D.sample.seed + "): counts below the overview are the page's."));
     const src = o.source || {}, split = o.split || {};
     const grid = el("div", { class: "grid" });
     grid.append(el("div", { class: "card" }, el("h3", {}, "Build"), kv([
@@ -258,7 +260,8 @@
     // 1. pairs by gold strategy per config (the configs the other filters leave)
     const rows = D.pairs.filter(p => match(p, "strategy"));
     const present = D.configs.filter(c => rows.some(p => configOf(p) === c));
-    const byStrategy = D.strategies.map(s => ({ label: s, values: present.map(() => 0), filters: present.map(c => ({ strategy: s, config: c })) }));
+    const byStrategy = D.strategies.map(s => ({ label: s, values: present.map(() => 0),
+      filters: present.map(c => ({ strategy: s, config: D.retained_of[F.config] === c ? F.config : c })) }));
     for (const p of rows) { const j = present.indexOf(configOf(p)); if (p.s >= 0 && j >= 0) byStrategy[p.s].values[j]++; }
     box.append(barChart("Pairs by gold strategy", "chart-strategy", byStrategy.filter(g => g.values.some(v => v)), present));
     // 2. SP confusion: gold (rows) vs predicted (columns), over strategy_pairs
@@ -354,16 +357,26 @@
       el("button", { type: "button", id: "next-page", disabled: F.page + 1 >= pages, onclick: () => { F.page++; refresh(); } }, "next"));
   }
   function chat(p, limit) {
-    const messages = D.dialogues[String(p.d)] || [];
-    const upto = p.at >= 0 ? p.at : 0;
+    // the dialogue up to the turn (or, when it could not be rebuilt, the pair's own history as sent)
+    const own = p.hist !== undefined;
+    const messages = own ? p.hist.map(([speaker, text]) => [speaker, text, -1]) : (D.dialogues[String(p.d)] || []);
+    const upto = own ? messages.length : (p.at >= 0 ? p.at : 0);
     const from = limit && upto > limit ? upto - limit : 0;
     const box = el("div", { class: "chat" });
+    if (own) box.append(el("div", { class: "muted small" }, "(the history as this pair's prompt holds it: the build has no joint rows to rebuild its dialogue from)"));
     if (from > 0) box.append(el("button", { type: "button", class: "button small", onclick: e => { e.target.parentNode.replaceWith(chat(p, 0)); } },
       "show the " + from + " earlier messages"));
-    for (const [speaker, text, strategy] of messages.slice(from, upto)) {
-      box.append(el("div", { class: "bubble " + (speaker ? "assistant" : "user") },
+    messages.slice(from, upto).forEach(([speaker, text, strategy], k) => {
+      const i = from + k;
+      if (p.seen && i === p.seen) box.append(el("div", { class: "divider small" }, "the prompt starts here: --trim-tokens dropped what is above"));
+      const unseen = p.seen && i < p.seen ? " unseen" : "";
+      if (!speaker && !STR[text].trim()) {  // the conversion puts an empty seeker message between two supporter turns
+        box.append(el("div", { class: "marker small" + unseen }, "(no seeker message between two supporter turns)"));
+        return;
+      }
+      box.append(el("div", { class: "bubble " + (speaker ? "assistant" : "user") + unseen },
         el("span", { class: "who" }, speaker ? "supporter" + (strategy >= 0 ? " · " + D.strategies[strategy] : "") : "seeker"), STR[text]));
-    }
+    });
     if (!upto) box.append(el("div", { class: "muted small" }, "(the first turn: no history)"));
     return box;
   }
@@ -402,34 +415,52 @@
   }
 
   // ------------------------------------------------------------------ annotate mode (blind)
-  const STORE = "ipm-view-annotations:" + [D.overview.name, D.overview.version, (D.overview.source || {}).sha256, D.pairs.length].join(":");
+  // Answers are kept per page (the fingerprint names its pairs and their replies) and per annotator, in the
+  // browser's storage: another build's page, or another person in the same browser, never sees them.
+  const STORE = "ipm-view-annotations:" + D.fingerprint;
   let A = loadStore();
   let queue = null, at = 0;
   function loadStore() {
-    try { const s = JSON.parse(localStorage.getItem(STORE) || "null"); if (s && s.answers) return s; } catch (e) { /* private mode, damaged value */ }
-    return { annotator: "", answers: {} };
+    try {
+      const s = JSON.parse(localStorage.getItem(STORE) || "null");
+      if (s && s.by && typeof s.by === "object") return { annotator: String(s.annotator || ""), by: s.by };
+    } catch (e) { /* private mode, damaged value */ }
+    return { annotator: "", by: {} };
   }
   function saveStore() { try { localStorage.setItem(STORE, JSON.stringify(A)); } catch (e) { /* storage full or disabled: export still works */ } }
+  const mine = () => A.by[A.annotator] || {};
   function annotationQueue() {
-    if (!queue) queue = D.pairs.filter(p => configOf(p) !== "strategy_pairs").sort((a, b) => fnv(keyOf(a)) - fnv(keyOf(b)) || (keyOf(a) < keyOf(b) ? -1 : 1));
+    // one response or joint pair per dialogue: two pairs of one turn share their gold reply, and a later turn
+    // shows an earlier one's gold in its history; so a second pair of a dialogue would tell which reply is gold
+    if (!queue) {
+      const best = new Map();
+      for (const p of D.pairs) {
+        if (configOf(p) === "strategy_pairs") continue;
+        const old = best.get(p.d);
+        if (!old || fnv(keyOf(p)) < fnv(keyOf(old)) || (fnv(keyOf(p)) === fnv(keyOf(old)) && keyOf(p) < keyOf(old))) best.set(p.d, p);
+      }
+      queue = [...best.values()].sort((a, b) => fnv(keyOf(a)) - fnv(keyOf(b)) || (keyOf(a) < keyOf(b) ? -1 : 1));
+    }
     return queue;
   }
   const complete = a => a && a.labels && a.labels.chosen && a.labels.rejected;
   function answer(p, change) {
-    const key = keyOf(p);
-    const a = A.answers[key] || { id: p.id, config: configOf(p), labels: {}, preference: null };
+    if (!A.annotator) return;
+    const key = keyOf(p), answers = A.by[A.annotator] = mine();
+    const a = answers[key] || { id: p.id, config: configOf(p), labels: {}, preference: null };
     if (change.label) a.labels[change.label[0]] = change.label[1];
     if ("preference" in change) a.preference = change.preference;
-    a.annotator = A.annotator;
     a.time = new Date().toISOString();
     a.order = p.ab ? "rejected-first" : "chosen-first";
-    A.answers[key] = a;
+    a.pair_sha256 = p.h;
+    answers[key] = a;
     saveStore();
   }
   function exportLines() {
-    return annotationQueue().map(p => A.answers[keyOf(p)]).filter(complete).map(a => JSON.stringify({
+    const answers = mine();
+    return annotationQueue().map(p => answers[keyOf(p)]).filter(complete).map(a => JSON.stringify({
       id: a.id, config: a.config, labels: { chosen: a.labels.chosen, rejected: a.labels.rejected }, preference: a.preference || null,
-      annotator: a.annotator || A.annotator || "anonymous", time: a.time, order: a.order })).join("\n");
+      annotator: A.annotator, time: a.time, order: a.order, pair_sha256: a.pair_sha256 })).join("\n");
   }
   function download() {
     const text = exportLines();
@@ -439,43 +470,54 @@
   }
   function importFile(file) {
     file.text().then(text => {
-      let n = 0;
+      let taken = 0, other = 0, stale = 0;
+      const names = new Set();
       for (const line of text.split("\n")) {
         if (!line.trim()) continue;
-        let r; try { r = JSON.parse(line); } catch (e) { continue; }
-        const key = r.config + "/" + r.id;
-        if (!byKey.has(key) || !r.labels) continue;
-        const old = A.answers[key];
+        let r; try { r = JSON.parse(line); } catch (e) { other++; continue; }
+        const p = r && byKey.get(r.config + "/" + r.id);
+        if (!p || !r.labels || typeof r.annotator !== "string" || !r.annotator) { other++; continue; }
+        if (r.pair_sha256 && r.pair_sha256 !== p.h) { stale++; continue; }  // the same id in another build
+        const answers = A.by[r.annotator] = A.by[r.annotator] || {};
+        const old = answers[keyOf(p)];
         if (old && old.time && r.time && old.time > r.time) continue;
-        A.answers[key] = { id: r.id, config: r.config, labels: r.labels, preference: r.preference || null, annotator: r.annotator, time: r.time, order: r.order };
-        if (!A.annotator && r.annotator) A.annotator = r.annotator;
-        n++;
+        answers[keyOf(p)] = { id: r.id, config: r.config, labels: { chosen: r.labels.chosen, rejected: r.labels.rejected },
+          preference: r.preference || null, time: r.time, order: r.order, pair_sha256: p.h };
+        names.add(r.annotator);
+        taken++;
       }
+      if (!A.annotator && names.size === 1) A.annotator = [...names][0];
       saveStore();
-      document.getElementById("import-note").textContent = n + " answers imported";
       renderAnnotate();
+      document.getElementById("import-note").textContent = taken + " answers imported (" + [...names].join(", ") + ")" +
+        (stale ? "; " + stale + " skipped: they label other replies (another build)" : "") + (other ? "; " + other + " lines not for this page" : "") +
+        (names.size && !names.has(A.annotator) ? "; type one of those names to go on with their answers" : "");
     });
   }
   function radio(name, value, checked, onchange, text) {
-    return el("label", {}, el("input", { type: "radio", name: name, value: value, checked: checked, onchange: onchange }), " " + text);
+    return el("label", {}, el("input", { type: "radio", name: name, value: value, checked: checked, disabled: !A.annotator, onchange: onchange }), " " + text);
   }
   function renderAnnotate() {
     const box = document.getElementById("annotate");
-    const q = annotationQueue();
-    const done = q.filter(p => complete(A.answers[keyOf(p)])).length;
+    const q = annotationQueue(), answers = mine();
+    const done = q.filter(p => complete(answers[keyOf(p)])).length;
     at = Math.min(Math.max(0, at), Math.max(0, q.length - 1));
     const p = q[at];
     const name = el("input", { id: "annotator", type: "text", value: A.annotator, placeholder: "your name",
-      oninput: e => { A.annotator = e.target.value.trim(); saveStore(); } });
+      oninput: e => {  // answers can be given at once; the page shows this annotator's own answers on change
+        A.annotator = e.target.value.trim(); saveStore();
+        for (const x of document.querySelectorAll("#annotate input[type=radio], #export")) x.disabled = !A.annotator;
+      },
+      onchange: () => renderAnnotate() });
     const toolbar = el("div", { class: "toolbar" }, el("label", {}, "annotator ", name),
       el("span", { id: "progress-text" }, done + " of " + q.length + " pairs annotated"),
-      el("button", { type: "button", class: "button", id: "export", onclick: download }, "Download annotations.jsonl"),
+      el("button", { type: "button", class: "button", id: "export", disabled: !A.annotator, onclick: download }, "Download annotations.jsonl"),
       el("label", { class: "button" }, "Import annotations.jsonl ", el("input", { type: "file", id: "import", accept: ".jsonl,.json,.txt",
         style: "display:none", onchange: e => e.target.files[0] && importFile(e.target.files[0]) })),
       el("span", { id: "import-note", class: "small muted" }));
     const bar = el("div", { class: "progress" }, el("div", { style: "width:" + (q.length ? (100 * done / q.length).toFixed(1) : 0) + "%" }));
     if (!p) { box.replaceChildren(toolbar, el("div", { class: "card muted" }, "No response or joint pairs in this page to annotate.")); return; }
-    const key = keyOf(p), a = A.answers[key] || { labels: {} };
+    const key = keyOf(p), a = answers[key] || { labels: {} };
     const sides = p.ab ? ["rejected", "chosen"] : ["chosen", "rejected"];
     const reply = (side, letter) => el("div", { class: "reply", id: "reply-" + letter }, el("strong", {}, "Reply " + letter),
       el("div", { class: "text" }, STR[side === "chosen" ? p.c : p.r]),
@@ -484,7 +526,8 @@
     const pref = a.preference === "tie" ? "tie" : a.preference ? (a.preference === sides[0] ? "A" : "B") : null;
     box.replaceChildren(toolbar, bar, el("div", { class: "card", id: "annotate-pair", "data-key": key },
       el("h2", {}, "Pair " + (at + 1) + " of " + q.length),
-      el("div", { class: "small muted" }, "Read the conversation, then label each reply: does it show an error, and which? Then say which reply you prefer. Keys: a / b / t prefer, n / p next / previous."),
+      A.annotator ? el("div", { class: "small muted" }, "Read the conversation, then label each reply: does it show an error, and which? Then say which reply you prefer. Keys: a / b / t prefer, n / p next / previous.")
+        : el("div", { class: "warning", id: "name-first" }, "Type your name above first: answers are kept, and exported, under it."),
       chat(p, 10),
       el("div", { class: "replies" }, reply(sides[0], "A"), reply(sides[1], "B")),
       el("div", { class: "choice", id: "preference", role: "radiogroup", "aria-label": "preference" }, el("strong", {}, "Preferred: "),
@@ -493,7 +536,7 @@
         el("button", { type: "button", class: "button", id: "previous-pair", disabled: at === 0, onclick: () => { at--; renderAnnotate(); } }, "previous"),
         el("button", { type: "button", class: "button", id: "next-pair", disabled: at + 1 >= q.length, onclick: () => { at++; renderAnnotate(); } }, "next"),
         el("button", { type: "button", class: "button", id: "next-open", onclick: () => {
-          const i = q.findIndex((x, j) => j > at && !complete(A.answers[keyOf(x)]));
+          const i = q.findIndex((x, j) => j > at && !complete(answers[keyOf(x)]));
           if (i >= 0) { at = i; renderAnnotate(); } } }, "next unannotated"))));
   }
 
