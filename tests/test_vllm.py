@@ -54,7 +54,7 @@ def vllm_ready():
 @pytest.fixture(scope="session")
 def models(vllm_ready, tmp_path_factory) -> Path:
     """The bundled model as safetensors (what --engine vllm serves with no --model), made once per session."""
-    from ipm_prefdial.training.models import resolve_base
+    from ipm_prefdial.engines.checkpoint import resolve_base
 
     root = tmp_path_factory.mktemp("vllm-models")
     resolve_base("bundled", str(root), log=lambda line: None)

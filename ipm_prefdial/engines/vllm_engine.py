@@ -199,7 +199,7 @@ def resolve_model(model: str | None, cache_dir: str | None = None) -> tuple[str,
     if base is not None:
         model, lora = base, model
     if model == BUNDLED:
-        from ipm_prefdial.training.models import resolve_base
+        from ipm_prefdial.engines.checkpoint import resolve_base
 
         model = resolve_base(BUNDLED, cache_dir, log=lambda line: None)
     return model, lora

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from ipm_prefdial.engines.checkpoint import resolve_base
 from ipm_prefdial.training.config import ARMS, TrainConfig
-from ipm_prefdial.training.models import resolve_base, write_json
+from ipm_prefdial.training.models import write_json
 from ipm_prefdial.training.recipe import run_dpo, run_sft
 
 STAGES = ("sft", "dpo")
