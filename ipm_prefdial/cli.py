@@ -452,6 +452,33 @@ def view(
               f"flags: {flagged}" + ("; annotate mode" if annotate else ""), highlight=False, soft_wrap=True)
 
 
+ExportChoice = choice("ExportChoice", ("llamafactory", "cso", "openai-jsonl"))
+
+
+@app.command("export")
+def export_command(
+    directory: Path = typer.Argument(Path("ipm_prefdial"), help="Build directory."),
+    fmt: ExportChoice = typer.Option(..., "--format", help="llamafactory (sharegpt, with dataset_info.json), cso "
+                                                           "(CSO's ESC-Pro pair layout; joint pairs) or openai-jsonl "
+                                                           "(OpenAI fine-tuning: SFT and preference)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory to write (new, empty, or an earlier export)."),
+    config: list[str] | None = typer.Option(None, "--config", help="Only this config (repeat for more); default: "
+                                                                    "every config the format can hold."),
+) -> None:
+    """Write a build in the layouts other trainers read (LLaMA-Factory, CSO, OpenAI fine-tuning)."""
+    from ipm_prefdial.exports import ExportError, export
+
+    with _exit_codes(ExportError, OSError):
+        record = export(directory, output, _value(fmt), config or None)
+    for name, rows in record["files"].items():
+        out.print(f"  {name}: {rows:,} rows", highlight=False)
+    out.print(f"wrote {output} ({_value(fmt)}): {len(record['files'])} files, "
+              f"{sum(record['files'].values()):,} rows", highlight=False, soft_wrap=True)
+    if not record["build"]["complete"]:
+        err.print("note: the build is incomplete (manifest.json complete: false); rerun its build to complete it",
+                  highlight=False, soft_wrap=True)
+
+
 @app.command()
 def infer(
     data: Path = typer.Option(Path("ipm_prefdial"), help="Build directory (its test split is used)."),

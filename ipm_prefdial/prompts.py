@@ -92,6 +92,12 @@ class Prompts:
         return self._render("vm_system.j2")
 
     @cached_property
+    def cso_system(self) -> str:
+        """The joint prompt in CSO's convention, ``(strategy) reply``: the system message of `ipm export --format
+        cso`, whose supporter messages are written that way."""
+        return self._render("cso_system.j2")
+
+    @cached_property
     def judge_system(self) -> str:
         return self._render("judge_system.j2", explanation_chars=str(JUDGE_EXPLANATION_CHARS))
 
