@@ -23,12 +23,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from ipm_prefdial.config import ConfigError
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, data_file
+from ipm_prefdial.release.files import read_rows
 
 FORMATS = ("llamafactory", "cso", "openai-jsonl")
 SHAREGPT_ROLE = {"user": "human", "assistant": "gpt"}
@@ -38,14 +37,6 @@ DATASET_PREFIX = "ipm_prefdial"
 
 class ExportError(ValueError):
     """A build that cannot be exported as asked; the message names the file or config."""
-
-
-def _rows(root: Path, config: str, split: str) -> list[dict]:
-    path = root / data_file(config, split)
-    try:
-        return pq.read_table(path).to_pylist()
-    except Exception as exc:  # pyarrow raises several kinds for a damaged file
-        raise ExportError(f"{data_file(config, split)}: not a readable parquet file ({exc})") from None
 
 
 def _system_and_turns(prompt: list[dict], where: str) -> tuple[str | None, list[dict]]:
@@ -150,7 +141,7 @@ def export(build_dir: str | Path, out: str | Path, fmt: str, configs: list[str] 
         for split in CONFIG_SPLITS[config]:
             if not (root / data_file(config, split)).is_file():
                 continue
-            rows = _rows(root, config, split)
+            rows = read_rows(root, config, split, ExportError) or []
             converted = [CONVERT[fmt](config, row, f"{data_file(config, split)}: row {k} (id {row['id']})")
                          for k, row in enumerate(rows)]
             name = f"{config}/{split}.{'jsonl' if fmt == 'openai-jsonl' else 'json'}"

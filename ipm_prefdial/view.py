@@ -35,6 +35,7 @@ from ipm_prefdial.config import ConfigError
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.judging import ERROR_TYPES
 from ipm_prefdial.release.features import PAIR_CONFIGS, RETAINED_OF, TASK_OF, data_file
+from ipm_prefdial.release.files import read_rows, write_bytes_atomic
 from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
 
 PAIR_SPLITS = ("train", "validation")
@@ -82,16 +83,6 @@ def _read_json(path: Path, what: str) -> dict:
         raise ViewError(f"{path.name}: not found in {path.parent.name}/ ({what})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ViewError(f"{path.parent.name}/{path.name}: not readable JSON ({exc})") from None
-
-
-def _read_rows(root: Path, config: str, split: str, columns: list[str] | None = None) -> list[dict] | None:
-    path = root / data_file(config, split)
-    if not path.is_file():
-        return None
-    try:
-        return pq.read_table(path, columns=columns).to_pylist()
-    except Exception as exc:  # pyarrow raises several kinds for a damaged file
-        raise ViewError(f"{data_file(config, split)}: not a readable parquet file ({exc})") from None
 
 
 def _normal(text: str) -> str:
@@ -369,7 +360,7 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0, 
     files: dict[str, dict[str, int]] = {}
     for config in PAIR_CONFIGS:
         for split in PAIR_SPLITS:
-            part = _read_rows(root, config, split)
+            part = read_rows(root, config, split, ViewError)
             if part is None:
                 continue
             files.setdefault(config, {})[split] = len(part)
@@ -392,7 +383,7 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0, 
     by_dialog: dict[int, list[dict]] = defaultdict(list)
     for config in DIALOGUE_CONFIGS:
         for split in PAIR_SPLITS:
-            for row in _read_rows(root, config, split, ["dialog_id", "turn_index", "prompt",
+            for row in read_rows(root, config, split, ViewError, ["dialog_id", "turn_index", "prompt",
                                                         "completion" if config.endswith("_sft") else "chosen"]) or []:
                 if row["dialog_id"] in wanted:
                     by_dialog[row["dialog_id"]].append(row)
@@ -546,9 +537,7 @@ def write_view(build_dir: str | Path, out: str | Path, *, sample: int | None = N
         raise ConfigError(f"-o {out}: its folder does not exist")
     data = collect(root, sample=sample, seed=seed, annotate=annotate, tokenizer=tokenizer)
     page = render(data, annotate=annotate).encode("utf-8")
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(page)
-    tmp.replace(target)
+    write_bytes_atomic(target, page)
     counts = {f["name"]: f["count"] for f in data["flags"]}
     return ViewSummary(target, len(data["pairs"]), data["sample"]["of"] if data["sample"] else len(data["pairs"]),
                        len(data["dialogues"]), len(page), counts)

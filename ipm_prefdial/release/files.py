@@ -1,4 +1,4 @@
-"""Atomic, deterministic file writes."""
+"""Atomic, deterministic file writes, and reading a config's rows back."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features
+
+from ipm_prefdial.release.features import data_file
 
 
 def _tmp(path: Path) -> Path:
@@ -50,3 +52,16 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_rows(root: Path, config: str, split: str, error: type[Exception],
+              columns: list[str] | None = None) -> list[dict] | None:
+    """The rows of a config's split in a build (None when the file is absent); a damaged file is ``error`` naming
+    it."""
+    path = root / data_file(config, split)
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path, columns=columns).to_pylist()
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise error(f"{data_file(config, split)}: not a readable parquet file ({exc})") from None
