@@ -23,7 +23,7 @@ from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, 
 from ipm_prefdial.release.files import sha256_file, write_bytes_atomic, write_parquet_atomic
 from ipm_prefdial.sources import load_source
 from ipm_prefdial.splits import SPLIT_METHODS, SPLITS, assign, split_ids
-from ipm_prefdial.strategies import STRATEGIES
+from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, builtin, load_taxonomy
 from ipm_prefdial.tokens import SAMPLE_ROWS, TokenCounter, TokenizerError, Trimmer, length_stats, load_tokenizer
 
 BUILD_FILES = ("README.md", "manifest.json", "data")  # everything a build may write in its directory
@@ -76,6 +76,8 @@ def check_config(cfg: BuildConfig) -> None:
     if cfg.context_tokens is not None and cfg.context_tokens <= biggest:
         raise ConfigError(f"--context-tokens {cfg.context_tokens} leaves no room for a prompt next to an answer of "
                           f"up to {biggest} tokens (the largest --*-max-tokens)")
+    if cfg.taxonomy is not None and cfg.taxonomy not in BUILTIN and not Path(cfg.taxonomy).is_file():
+        raise ConfigError(f"--taxonomy {cfg.taxonomy}: neither a built-in taxonomy ({', '.join(BUILTIN)}) nor a file")
     for name in ("cache_dir", "prompts_dir"):
         path = getattr(cfg, name)
         if path is not None and Path(path).exists() and not Path(path).is_dir():
@@ -106,7 +108,7 @@ def check_url(url: str, name: str) -> None:
                           f"not {shown!r}")
 
 
-STAGES = ("sft", "all")
+STAGES = ("sft", "import", "all")  # import: the SFT configs and the pairs the source itself holds (ESC-Pro), no LLM
 ON_INVALID = ("error", "skip")
 SHELL_SAFE = re.compile(r"[\w./:@%+=,-]+")
 VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,63}")
@@ -140,6 +142,18 @@ def check_out(out: Path) -> None:
                           f"{', '.join(BUILD_FILES)} there: choose a new or empty directory")
 
 
+def resolve_taxonomy(cfg: BuildConfig) -> Taxonomy:
+    """--taxonomy: a built-in name or a YAML file; by default the source's own (ESConv's for ESConv-style JSON). A
+    file that cannot be used is bad input (its name and field)."""
+    from ipm_prefdial.sources.load import source_taxonomy
+
+    if cfg.taxonomy is None:
+        return source_taxonomy(cfg.source)
+    if cfg.taxonomy in BUILTIN:
+        return builtin(cfg.taxonomy)
+    return load_taxonomy(cfg.taxonomy)
+
+
 def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     console = console or Console(stderr=True)
     check_config(cfg)
@@ -150,11 +164,16 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         with console.status("asking the endpoints"):
             preflight(cfg)  # a dead endpoint or a refused key stops the build here, in seconds
     out = Path(cfg.out)
-    prompts = Prompts(Path(cfg.prompts_dir)) if cfg.prompts_dir else Prompts()
+    taxonomy = resolve_taxonomy(cfg)
+    prompts = Prompts(Path(cfg.prompts_dir), taxonomy) if cfg.prompts_dir else Prompts(taxonomy=taxonomy)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
 
     with console.status("reading the source"):
-        source = load_source(cfg.source, cfg.source_path, on_invalid=cfg.on_invalid, cache_dir=cache_dir)
+        source = load_source(cfg.source, cfg.source_path, on_invalid=cfg.on_invalid, cache_dir=cache_dir,
+                             taxonomy=taxonomy)
+    if cfg.stage == "import" and not any(u.negatives for d in source.dialogues for u in d.utterances):
+        raise ConfigError(f"--stage import: the {cfg.source} source holds no pairs of its own (ESC-Pro's "
+                          "non-preferred replies are such pairs); use --stage sft or all")
     method = cfg.resolved_split()
     per_split = assign(source, split_ids(method, source, seed=cfg.seed), cfg.limit)
     counter, trim, no_count = _token_counting(cfg, cache_dir, console)
@@ -173,6 +192,8 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                 progress.advance(task)
 
     mined = None
+    imported = _import_pairs(per_split, prompts, cfg.source, trim) if cfg.stage != "sft" else None
+    by_strategy: dict[str, dict[str, int]] | None = None
     if cfg.stage == "all":
         from ipm_prefdial.pipeline import dry_run_estimate, mine
 
@@ -181,8 +202,18 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                                dry_run_estimate(per_split, prompts, cfg, trim))
         mined = mine(per_split, prompts, cfg, console, trim)
         rows.update(mined.rows)
+        by_strategy = mined.by_strategy
     elif cfg.dry_run:
         return BuildResult(out, {}, time.perf_counter() - started, {})
+    if imported is not None and imported["rows"]:  # next to the mined pairs, after them; never judged
+        from ipm_prefdial.mining import MINED_SPLITS
+
+        by_strategy = by_strategy or {s: {} for s in taxonomy.names}
+
+        for split in MINED_SPLITS:
+            rows.setdefault("joint_pairs", {s: [] for s in MINED_SPLITS})[split].extend(imported["rows"][split])
+        for row in (r for split in MINED_SPLITS for r in imported["rows"][split]):
+            by_strategy[row["strategy"]]["joint_pairs"] = by_strategy[row["strategy"]].get("joint_pairs", 0) + 1
 
     with console.status("measuring prompt lengths"):
         lengths = _prompt_lengths(rows, counter, no_count, exact=trim is not None)
@@ -208,7 +239,8 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         "complete": not (mined and mined.transient),
         "incomplete": {"requests": sum(mined.transient.values()), "transient_failures": mined.transient,
                        "rerun": rerun_command(_public_config(cfg))} if mined and mined.transient else None,
-        "source": source.info,
+        "source": {**source.info, "counts": source.counts},
+        "taxonomy": taxonomy.as_dict(),
         "split": {
             "method": method,
             "seed": cfg.seed if method == "random" else None,
@@ -232,15 +264,36 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         "mining": mined.mining if mined else None,
         "judge": mined.judge if mined else None,
         "judge_status": mined.judge_status if mined else None,
-        "pairs_by_strategy": mined.by_strategy if mined else None,
+        "pairs_by_strategy": by_strategy,
+        "imported": None if imported is None or not imported["rows"] else {
+            "origin": cfg.source, "config": "joint_pairs", "miner_engine": "import",
+            "pairs": {s: len(v) for s, v in imported["rows"].items()}, "dropped_same_as_gold": imported["dropped"]},
         "counts": {c: {s: len(rows[c][s]) for s in CONFIG_SPLITS[c]} for c in rows},
-        "strategy_distribution": {s: {name: distribution[s][name] for name in STRATEGIES} for s in SPLITS},
+        "strategy_distribution": {s: {name: distribution[s][name] for name in taxonomy.names} for s in SPLITS},
         "files": files,
     }
     write_bytes_atomic(out / "README.md", render_card(manifest, out.resolve().name).encode("utf-8"))
     # The manifest goes last: a build interrupted before this point is visibly incomplete to `ipm validate`.
     write_bytes_atomic(out / "manifest.json", (_json(manifest) + "\n").encode("utf-8"))
     return BuildResult(out, manifest, time.perf_counter() - started)
+
+
+def _import_pairs(per_split: dict, prompts: Prompts, origin: str, trim) -> dict:
+    """The pairs the source holds itself (ESC-Pro), per mined split: {"rows", "dropped"}."""
+    from ipm_prefdial.mining import MINED_SPLITS, imported_pairs
+
+    out: dict = {"rows": {}, "dropped": 0}
+    for split in MINED_SPLITS:
+        out["rows"][split] = []
+        for dialogue in per_split[split]:
+            for turn in turns(dialogue):
+                if turn.negatives:
+                    rows, dropped = imported_pairs(turn, prompts, origin, trim)
+                    out["rows"][split] += rows
+                    out["dropped"] += dropped
+    if not any(out["rows"].values()):
+        out["rows"] = {}
+    return out
 
 
 def _token_counting(cfg: BuildConfig, cache_dir: Path | None, console: Console):
@@ -280,8 +333,8 @@ def _prompt_lengths(rows: dict, counter: TokenCounter | None, no_count: str | No
 # Options that may hold a local path: a build records only the last part (a file or folder name), since a build
 # is published and must not carry the building machine's directories; sources and models are identified by
 # their sha256 elsewhere in the manifest.
-PATH_OPTIONS = ("source_path", "out", "cache_dir", "prompts_dir", "model", "sp_model", "rg_model", "vm_model",
-                "judge_model", "trim_tokenizer")
+PATH_OPTIONS = ("source_path", "taxonomy", "out", "cache_dir", "prompts_dir", "model", "sp_model", "rg_model",
+                "vm_model", "judge_model", "trim_tokenizer")
 
 
 def _public_config(cfg: BuildConfig) -> dict:

@@ -75,7 +75,7 @@ def _value(member: Enum | None) -> str | None:
 
 SourceChoice = choice("SourceChoice", SOURCES)
 SplitChoice = choice("SplitChoice", SPLIT_METHODS)
-StageChoice = choice("StageChoice", ("sft", "all"))
+StageChoice = choice("StageChoice", ("sft", "import", "all"))
 OnInvalidChoice = choice("OnInvalidChoice", ("error", "skip"))
 EngineChoice = choice("EngineChoice", ENGINES)
 ExecutorChoice = choice("ExecutorChoice", EXECUTORS)
@@ -84,14 +84,19 @@ ExecutorChoice = choice("ExecutorChoice", EXECUTORS)
 @app.command()
 def build(
     source: SourceChoice | None = typer.Option(
-        None, help="esconv (default) | failed-esconv | json (any ESConv-style JSON/JSONL)."),
+        None, help="esconv (default) | failed-esconv | json (any ESConv-style JSON/JSONL) | extes | mesc | esc-pro "
+                   "(your copy, by --source-path)."),
+    taxonomy: str | None = typer.Option(
+        None, help="Strategy labels: esconv | extes | mesc | esc-pro | a YAML file (default: the source's own)."),
     source_path: str | None = typer.Option(
         None, help="Local copy: a JSON list / JSONL file, or a directory with the Hub's train/valid/test.txt. "
                    "For esconv, IPM_ESCONV_PATH is used when unset; else upstream is downloaded and cached."),
     split: SplitChoice | None = typer.Option(None, help="decoupledesc (the paper's, default for esconv) | hf | "
                                                         "random."),
     seed: int | None = typer.Option(None, help="Seed of --split random (0 or more)."),
-    stage: StageChoice | None = typer.Option(None, help="sft: the SFT configs only (no LLM) | all: also mine pairs."),
+    stage: StageChoice | None = typer.Option(None, help="sft: the SFT configs only (no LLM) | import: also the "
+                                                        "source's own pairs (ESC-Pro; no LLM) | all: also mine "
+                                                        "pairs."),
     limit: int | None = typer.Option(None, help="The first N dialogues of each split (in the split's order)."),
     out_dir: str | None = typer.Option(None, "--out", help="Build directory (default: ./ipm_prefdial): new, empty "
                                                            "or an earlier build."),
@@ -169,7 +174,8 @@ def build(
     from ipm_prefdial.config import BuildConfig, ConfigError, parse_headers, parse_settings
 
     try:
-        cfg = BuildConfig.load(config, source=_value(source), source_path=source_path, split=_value(split),
+        cfg = BuildConfig.load(config, source=_value(source), source_path=source_path, taxonomy=taxonomy,
+                               split=_value(split),
                                seed=seed, stage=_value(stage), limit=limit, out=out_dir,
                                dataset_version=dataset_version, on_invalid=_value(on_invalid),
                                cache_dir=cache_dir, prompts_dir=prompts_dir, trim_tokens=trim_tokens,
@@ -238,8 +244,9 @@ def _run_build(cfg) -> None:
     """Build with a checked config and print the summary; the exit code says how it ended."""
     from ipm_prefdial.build import build as run_build
     from ipm_prefdial.sources import SourceError
+    from ipm_prefdial.taxonomy import TaxonomyError
 
-    with _exit_codes(SourceError, FileNotFoundError, RuntimeError):
+    with _exit_codes(SourceError, TaxonomyError, FileNotFoundError, RuntimeError):
         result = run_build(cfg, console=err)
     if result.dry_run is not None:
         _print_dry_run(result.dry_run)
@@ -526,7 +533,8 @@ def infer(
             summary = run_infer(cfg, progress)
     models = ", ".join(f"{k.upper()} {v}" for k, v in summary["models"].items())
     out.print(f"{summary['rows']} predictions ({summary['trimmed']} trimmed at max_tokens to their last sentence, "
-              f"{summary['failed']} without a reply) -> {summary['out']}; {models}")
+              f"{summary['failed']} without a reply) -> {summary['out']}; {models}; strategy taxonomy "
+              f"{summary['taxonomy']}")
     for task, acc in summary["accounting"].items():
         out.print(f"{task.upper()}: {_accounting(acc)}, {acc['completion_tokens']} completion tokens, "
                   f"{acc['wall_s']:.1f} s")
@@ -557,17 +565,22 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON (one file: its object; "
                                                               "several: keyed by system)."),
     report: Path | None = typer.Option(None, help="Write report.md and preference.png into this directory."),
+    taxonomy: str | None = typer.Option(None, help="The strategy labels: a built-in taxonomy (esconv, extes, mesc, "
+                                                   "esc-pro) or a taxonomy YAML file (default: the one each file "
+                                                   "records, as ipm infer writes its build's; else ESConv's)."),
 ) -> None:
     """Strategy metrics (Q, weighted F1, preference p, bias B; lenient and strict), reference metrics (BLEU,
     Distinct, ROUGE-L, F1, length) and optional judge scores of one or more predictions files."""
     import time
 
     from ipm_prefdial.config import ConfigError, check_range
-    from ipm_prefdial.evaluation.evaluate import PredictionsError, label_of, read_predictions
+    from ipm_prefdial.evaluation.evaluate import PredictionsError, label_of, read_predictions, taxonomy_option
     from ipm_prefdial.evaluation.evaluate import evaluate as run_eval
     from ipm_prefdial.progress import progress_bar
+    from ipm_prefdial.taxonomy import TaxonomyError
 
-    with _exit_codes():
+    with _exit_codes(TaxonomyError):  # a name that is neither built in nor a file: 2; a file it cannot use: 1
+        given = taxonomy_option(taxonomy) if taxonomy is not None else None
         check_range("concurrency", judge_concurrency, "--judge-concurrency")
         if judge_engine is not None and judge_engine.value == "openai" and not judge_base_url:
             raise ConfigError("--judge-engine openai needs --judge-base-url")
@@ -580,11 +593,11 @@ def evaluate(
     started = time.perf_counter()
     with _exit_codes(PredictionsError, ValueError, RuntimeError, OSError):
         for path in files:
-            rows = read_predictions(path)
+            rows = read_predictions(path, given)
             label = label_of(path, rows)
             if label in results:
                 label = f"{label} [{len(results)}]"
-            results[label] = run_eval(rows)
+            results[label] = run_eval(rows, given)
             if judge_engine:
                 from ipm_prefdial.evaluation.judge import judge_scores
 
@@ -595,7 +608,8 @@ def evaluate(
                 results[label]["judge"] = judged["scores"]
                 results[label]["judge_details"] = {k: v for k, v in judged.items() if k != "scores"}
     seconds = time.perf_counter() - started
-    table = Table(title=f"ipm eval ({seconds:.1f} s)", title_justify="left")
+    taxonomies = ", ".join(dict.fromkeys(r["taxonomy"] for r in results.values()))
+    table = Table(title=f"ipm eval ({seconds:.1f} s; strategy taxonomy {taxonomies})", title_justify="left")
     table.add_column("metric")
     for label in results:
         table.add_column(label, justify="right")

@@ -34,16 +34,20 @@ def parse_settings(items: list[str], option: str) -> dict:
 @dataclass
 class BuildConfig:
     source: str = "esconv"
-    """esconv | failed-esconv | json (any ESConv-style JSON list or JSON lines file)."""
+    """esconv | failed-esconv | json (any ESConv-style JSON list or JSON lines file) | extes | mesc | esc-pro."""
     source_path: str | None = None
     """Local copy of the source (file, or a directory with ESConv.json or the Hub's train/valid/test.txt).
     For esconv, IPM_ESCONV_PATH is used when this is unset; otherwise upstream is downloaded."""
+    taxonomy: str | None = None
+    """The strategy labels of the source: a built-in name (esconv, extes, mesc, esc-pro) or a YAML file. Default: the
+    source's own (ESConv's for esconv, failed-esconv and json)."""
     split: str | None = None
     """decoupledesc (the paper's; default for esconv) | hf (upstream seed-13) | random (default for others)."""
     seed: int = 0
     """Seed of the random split."""
     stage: str = "all"
-    """sft: stop after the SFT configs (no LLM). all: also mine and judge preference pairs."""
+    """sft: stop after the SFT configs (no LLM). import: also the pairs the source holds itself (ESC-Pro; no LLM).
+    all: also mine and judge preference pairs (and import the source's own)."""
     limit: int | None = None
     """Keep the first N dialogues of each split, in the order of the split's index list."""
     out: str = "ipm_prefdial"

@@ -40,6 +40,7 @@ class Turn:
     history: tuple[Message, ...]  # alternating, starts and ends with a user message
     emotion_type: str | None
     problem_type: str | None
+    negatives: tuple[tuple[str, str], ...] = ()  # (reply, strategy) the source marks as worse (ESC-Pro)
 
     @property
     def id(self) -> str:
@@ -60,16 +61,18 @@ def turns(dialogue: Dialogue) -> Iterator[Turn]:
             messages.append(Message("user", OPENING))
         elif messages[-1].role == "assistant":
             messages.append(Message("user", FILLER))
-        yield Turn(
-            dialog_id=dialogue.dialog_id,
-            turn_index=index,
-            strategy=utt.strategy,
-            utterance=utt.text,
-            history=tuple(messages),
-            emotion_type=dialogue.emotion_type,
-            problem_type=dialogue.problem_type,
-        )
-        messages.append(Message("assistant", utt.text, utt.strategy))
+        if utt.strategy:  # "": a turn the taxonomy says not to mine (ExTES's greetings), history only
+            yield Turn(
+                dialog_id=dialogue.dialog_id,
+                turn_index=index,
+                strategy=utt.strategy,
+                utterance=utt.text,
+                history=tuple(messages),
+                emotion_type=dialogue.emotion_type,
+                problem_type=dialogue.problem_type,
+                negatives=utt.negatives,
+            )
+        messages.append(Message("assistant", utt.text, utt.strategy or None))
 
 
 def tagged(strategy: str, text: str) -> str:

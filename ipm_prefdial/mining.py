@@ -15,7 +15,7 @@ from ipm_prefdial.convert import Turn, parse_tagged, tagged, task_prompt
 from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Sampling
 from ipm_prefdial.judging import NOT_APPLICABLE, SKIPPED
 from ipm_prefdial.prompts import Prompts
-from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.taxonomy import Taxonomy, builtin
 from ipm_prefdial.tokens import Trimmer
 
 TASKS = ("sp", "rg", "vm")
@@ -42,7 +42,7 @@ def policy_requests(task: str, turn: Turn, prompts: Prompts, policy: PolicySampl
     trims). A dialogue's requests share a group, so one worker (one engine slot) sends them in turn order over a
     growing, cache-friendly prefix."""
     messages = task_prompt(task, turn, prompts, trim)
-    output = Choice(STRATEGIES) if task == "sp" else None
+    output = Choice(prompts.taxonomy.names) if task == "sp" else None  # the build's labels, constrained
     return [ChatRequest.chat(messages, sampling=policy.sampling(task), output=output, sample=k,
                              group=f"{task}:{turn.dialog_id}") for k in range(policy.samples)]
 
@@ -71,7 +71,7 @@ def prompt_sha256(messages: list[dict[str, str]]) -> str:
 
 
 def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, miner: dict, identity: str,
-              sent: ChatRequest | None = None) -> tuple[dict | None, str]:
+              sent: ChatRequest | None = None, taxonomy: Taxonomy | None = None) -> tuple[dict | None, str]:
     """(row, outcome). outcome is "pair", or why there is no pair: "failed:<kind>", "agree" (SP predicted
     the gold strategy), "empty", "same_as_gold"; VM rows whose strategy cannot be parsed are pairs with
     outcome "pair_unparsed_strategy". A reply that hit max_tokens is cut back to its last complete sentence
@@ -79,6 +79,7 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
     readable model name for the row; ``identity`` the model identity the request's seed was derived from; ``sent``
     the request as sent (fitted to the engine's context budget; default: ``request``), whose seed and sha256 the
     row records, while its ``prompt`` stays the full gold history."""
+    taxonomy = taxonomy or builtin("esconv")  # strategy names are read with the build's labels (ESConv's)
     sent = sent or request
     trimmed = False
     if not result.ok:
@@ -88,7 +89,7 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
     messages = request.message_dicts()
     text = trim_to_sentence(result.text or "") if trimmed else result.text.strip()
     if task == "sp":
-        predicted = canonical_strategy(str(result.parsed), synonyms=False)
+        predicted = taxonomy.canonical(str(result.parsed), variants=False)
         if predicted is None:
             return None, "failed:invalid_output"
         if predicted == turn.strategy:
@@ -106,7 +107,7 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
         if not reply:
             return None, "empty"
         rejected = text
-        rejected_strategy = canonical_strategy(label, synonyms=False) if label is not None else None
+        rejected_strategy = taxonomy.canonical(label, variants=False) if label is not None else None
         if is_copy(rejected_strategy, reply, turn.strategy, turn.utterance):
             return None, "same_as_gold"
     row = {
@@ -128,3 +129,33 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
     }
     outcome = "pair_unparsed_strategy" if task == "vm" and rejected_strategy is None else "pair"
     return row, f"{outcome}_trimmed" if trimmed else outcome
+
+
+IMPORTED = "import"  # miner.engine of a pair the source itself provides
+
+
+def imported_pairs(turn: Turn, prompts: Prompts, origin: str, trim: Trimmer | None = None) -> tuple[list[dict], int]:
+    """The joint pairs a source gives for ``turn`` (ESC-Pro: its preferred reply against each non-preferred one),
+    ``(rows, dropped)``: chosen ``[gold] reply``, rejected ``[strategy] non-preferred reply``, ids ``<turn>-n<k>``
+    (k: the reply's place in the source) next to the mined ``-s<k>``, and ``miner`` naming where they come from
+    (engine "import", model the source) with no sampling. A non-preferred reply that says what the gold reply says
+    is dropped and counted."""
+    messages = task_prompt("vm", turn, prompts, trim)
+    rows, dropped = [], 0
+    for k, (reply, strategy) in enumerate(turn.negatives):
+        if is_copy(strategy, reply, turn.strategy, turn.utterance):
+            dropped += 1
+            continue
+        rows.append({
+            "id": f"{turn.id}-n{k}", "dialog_id": turn.dialog_id, "turn_index": turn.turn_index,
+            "strategy": turn.strategy, "emotion_type": turn.emotion_type, "problem_type": turn.problem_type,
+            "prompt": messages,
+            "chosen": [{"role": "assistant", "content": tagged(turn.strategy, turn.utterance)}],
+            "rejected": [{"role": "assistant", "content": tagged(strategy, reply)}],
+            "rejected_strategy": strategy,
+            "miner": {"engine": IMPORTED, "model": origin, "temperature": None, "top_p": None, "seed": None,
+                      "prompt_sha256": prompt_sha256(messages)},
+            "judge": None,
+            "judge_status": SKIPPED,
+        })
+    return rows, dropped

@@ -24,7 +24,6 @@ from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.features import RETAINED_OF, is_retained
 from ipm_prefdial.sources import Dialogue
 from ipm_prefdial.sources.download import default_cache_dir
-from ipm_prefdial.strategies import STRATEGIES
 from ipm_prefdial.tokens import Trimmer
 
 
@@ -204,7 +203,7 @@ async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: 
             unanswered[task] = [jobs[task][i][0] for i in (*plan.pending, *plan.merged)]
             for (turn, request), result, (sent, _) in zip(jobs[task], plan.results, plan.fitted, strict=True):
                 if result is not None:
-                    row, _ = make_pair(task, turn, request, result, miner, plan.identity, sent)
+                    row, _ = make_pair(task, turn, request, result, miner, plan.identity, sent, prompts.taxonomy)
                     if row is not None:
                         rows[PAIR_CONFIG[task]].append(row)
                         turn_of[row["id"]] = turn
@@ -296,7 +295,8 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
                 config = PAIR_CONFIG[task]
                 for (split, turn, request), result in zip(jobs[task], results_by[task], strict=True):
                     sent = engine.fit(request)[0]  # what the policy was asked: its seed and sha256 go in the row
-                    row, outcome = make_pair(task, turn, request, result, miner, engine.identity, sent)
+                    row, outcome = make_pair(task, turn, request, result, miner, engine.identity, sent,
+                                             prompts.taxonomy)
                     outcomes[outcome] += 1
                     if row is not None:
                         rows[config][split].append(row)
@@ -326,7 +326,7 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
                            "max_tokens": dict(policy.max_tokens)}}
     if not cfg.no_judge:
         sampling["judge"] = {"temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens}
-    table = {s: {c: by_strategy[c][s] for c in sorted(by_strategy)} for s in STRATEGIES}
+    table = {s: {c: by_strategy[c][s] for c in sorted(by_strategy)} for s in prompts.taxonomy.names}
     status = {config: dict(sorted(Counter(r["judge_status"] for split in MINED_SPLITS
                                           for r in rows[config][split]).items())) for config in rows}
     if judge_report is not None:  # the paper's filtered sets, as configs of their own

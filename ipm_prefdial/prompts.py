@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jinja2
 
+from ipm_prefdial.taxonomy import Taxonomy, builtin
+
 # What separates the last user message of an RG prompt (the seeker's words, the inserted "Hi" or the " " filler)
 # from the strategy instruction after it: a blank line, always (METHOD.md section 2).
 RG_SEPARATOR = "\n\n"
@@ -58,6 +60,9 @@ class Prompts:
     """Rendered prompts of one build. Construct once; rendering per turn is a string format."""
 
     directory: Path = field(default_factory=default_prompts_dir)
+    # The strategies the system prompts list (``_strategies.j2`` renders ``strategies``), and the joint format's
+    # example: ESConv's by default.
+    taxonomy: Taxonomy = field(default_factory=lambda: builtin("esconv"))
 
     @cached_property
     def _env(self) -> jinja2.Environment:
@@ -69,15 +74,18 @@ class Prompts:
         )
 
     def _render(self, name: str, **kwargs: str) -> str:
+        # every template may list the taxonomy's strategies (through _strategies.j2) and show its joint example
+        label, reply = self.taxonomy.example_parts()
+        context = {"strategies": self.taxonomy.listing(), "example_strategy": label, "example_reply": reply, **kwargs}
         try:
-            return self._env.get_template(name).render(**kwargs).strip("\n")
+            return self._env.get_template(name).render(**context).strip("\n")
         except jinja2.TemplateNotFound as exc:
             raise FileNotFoundError(f"{self.directory / name}: prompt template missing") from exc
         except jinja2.TemplateSyntaxError as exc:
             raise PromptError(f"{self.directory / name}: line {exc.lineno}: {exc.message}") from None
         except jinja2.UndefinedError as exc:
             raise PromptError(f"{self.directory / name}: {exc.message} (the variables it may use: "
-                              f"{', '.join(sorted(kwargs)) or 'none'})") from None
+                              f"{', '.join(sorted(context))})") from None
 
     @cached_property
     def sp_system(self) -> str:

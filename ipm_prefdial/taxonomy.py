@@ -11,6 +11,7 @@ corpus brings a YAML file of the same shape (``--taxonomy FILE.yaml``)::
         definition: ask something that helps the seeker say more.
     variants:              # other spellings -> label (case and spacing never matter)
       Questions: Question
+    example: "[Question] How have you been sleeping?"   # optional: the joint format's example in the prompts
 
 Matching is case-insensitive and ignores runs of spaces, so variants list only other words.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -48,9 +50,11 @@ class Taxonomy:
     labels: tuple[Label, ...]
     variants: Mapping[str, str] = field(default_factory=dict)  # spelling -> label name
     empty: str = "error"
+    example: str | None = None  # "[label] message": the joint prompt's example of its format (optional)
 
     def __post_init__(self) -> None:
         lookup = {_key(label.name): label.name for label in self.labels}
+        object.__setattr__(self, "_names", dict(lookup))
         lookup.update({_key(spelling): name for spelling, name in self.variants.items()})
         object.__setattr__(self, "_lookup", lookup)
 
@@ -58,8 +62,11 @@ class Taxonomy:
     def names(self) -> tuple[str, ...]:
         return tuple(label.name for label in self.labels)
 
-    def canonical(self, label: str) -> str | None:
-        """The taxonomy's name for ``label`` (any case or spacing, or a listed variant), or None."""
+    def canonical(self, label: str, *, variants: bool = True) -> str | None:
+        """The taxonomy's name for ``label`` (any case or spacing, or a listed variant), or None. ``variants=False``
+        accepts the label names only: what a model is asked to answer."""
+        if not variants:
+            return self._names.get(_key(label))  # type: ignore[attr-defined]
         return self._lookup.get(_key(label))  # type: ignore[attr-defined]
 
     def require(self, label: str, where: str) -> str:
@@ -69,6 +76,21 @@ class Taxonomy:
             raise TaxonomyError(f"{where}: unknown strategy {label!r} (the {self.name} taxonomy has "
                                 f"{len(self.labels)}: {', '.join(self.names)})")
         return name
+
+    def as_dict(self) -> dict:
+        """The taxonomy as a build records it in its manifest (``from_manifest`` reads it back)."""
+        labels = [{"name": label.name, "definition": label.definition} for label in self.labels]
+        out: dict = {"name": self.name, "labels": labels, "variants": dict(self.variants), "empty": self.empty}
+        if self.example is not None:
+            out["example"] = self.example
+        return out
+
+    def example_parts(self) -> tuple[str, str]:
+        """(label, message) of the example, or ("", "") without one: the prompts show the joint format with it."""
+        if self.example is None:
+            return "", ""
+        end = self.example.find("]")
+        return self.canonical(self.example[1:end]) or "", self.example[end + 1:].strip()
 
     def listing(self) -> str:
         """One ``- name: definition`` line per label, as the system prompts show them."""
@@ -87,9 +109,10 @@ def parse_taxonomy(data: object, source: str) -> Taxonomy:
     """A taxonomy from the YAML mapping ``data``; ``source`` (a file name) opens every error message."""
     if not isinstance(data, dict):
         raise TaxonomyError(f"{source}: expected a mapping with name, labels, variants and empty")
-    unknown = sorted(set(data) - {"name", "labels", "variants", "empty"})
+    unknown = sorted(set(data) - {"name", "labels", "variants", "empty", "example"})
     if unknown:
-        raise TaxonomyError(f"{source}: unknown field {unknown[0]!r} (a taxonomy has name, labels, variants, empty)")
+        raise TaxonomyError(f"{source}: unknown field {unknown[0]!r} (a taxonomy has name, labels, variants, empty, "
+                            "example)")
     name = _text(data.get("name"), f"{source}: field name")
     raw = data.get("labels")
     if not isinstance(raw, list) or len(raw) < 2:
@@ -123,7 +146,13 @@ def parse_taxonomy(data: object, source: str) -> Taxonomy:
     empty = data.get("empty", "error")
     if empty not in EMPTY_RULES:
         raise TaxonomyError(f"{source}: field empty: {empty!r} (one of {', '.join(EMPTY_RULES)})")
-    return Taxonomy(name, tuple(labels), variants, empty)
+    example = data.get("example")
+    if example is not None:
+        example = _text(example, f"{source}: field example")
+        tag = example[1:example.find("]")] if example.startswith("[") and "]" in example else None
+        if tag is None or _key(tag) not in names or not example[example.find("]") + 1:].strip():
+            raise TaxonomyError(f"{source}: field example: {example!r} must be '[<one of the labels>] <a message>'")
+    return Taxonomy(name, tuple(labels), variants, empty, example)
 
 
 def load_taxonomy(path: str | Path) -> Taxonomy:
@@ -138,6 +167,15 @@ def load_taxonomy(path: str | Path) -> Taxonomy:
     return parse_taxonomy(data, path.name)
 
 
+def from_manifest(manifest: dict, where: str = "manifest.json") -> Taxonomy:
+    """The taxonomy a build was made with, as its manifest records it; ESConv's for builds from before taxonomies."""
+    recorded = manifest.get("taxonomy")
+    if recorded is None:
+        return builtin("esconv")
+    return parse_taxonomy(recorded, f"{where}: taxonomy")
+
+
+@cache
 def builtin(name: str) -> Taxonomy:
     """One of the taxonomies that ship with the package: esconv, extes, mesc, esc-pro."""
     if name not in BUILTIN:

@@ -58,10 +58,11 @@ BAD_BUILD_OPTIONS = {
     "a word for a number": (["--temperature", "hot"], "Invalid value for '--temperature': Input should be a valid "
                                                       "number"),
     "unknown stage": (["--stage", "most"], "Invalid value for '--stage': Value error, 'most' is not one of 'sft', "
-                                           "'all'"),
+                                           "'import', 'all'"),
     "unknown engine": (["--engine", "gpt"], "'gpt' is not one of 'local', 'openai', 'vllm', 'transformers'"),
     "unknown judge engine": (["--judge-engine", "gpt"], "Invalid value for '--judge-engine'"),
-    "unknown source": (["--source", "extes"], "'extes' is not one of 'esconv', 'failed-esconv', 'json'"),
+    "unknown source": (["--source", "extesv2"], "'extesv2' is not one of 'esconv', 'failed-esconv', 'json', 'extes', "
+                       "'mesc', 'esc-pro'"),
     "unknown split": (["--split", "paper"], "'paper' is not one of 'decoupledesc', 'hf', 'random'"),
     "unknown executor": (["--executor", "slurm"], "'slurm' is not one of 'local', 'ray'"),
     "unknown on-invalid": (["--on-invalid", "ignore"], "'ignore' is not one of 'error', 'skip'"),
@@ -258,7 +259,8 @@ def test_bad_validate_and_engine_check_input(tmp_path, monkeypatch):
 
 def test_choices_are_listed_and_completed():
     help_text = plain(runner.invoke(app, ["build", "--help"], env={"COLUMNS": "300"}).output)
-    for listed in ("esconv|failed-esconv|json", "decoupledesc|hf|random", "sft|all", "local|openai|vllm|transformers",
+    for listed in ("esconv|failed-esconv|json|extes|mesc|esc-pro", "decoupledesc|hf|random", "sft|import|all",
+                   "local|openai|vllm|transformers",
                    "local|ray", "error|skip"):
         assert listed in help_text, listed
     completed = runner.invoke(app, [], prog_name="ipm", env={"_IPM_COMPLETE": "complete_bash",
@@ -279,6 +281,6 @@ def test_a_prompt_template_that_does_not_render_is_named(tmp_path, monkeypatch):
     (tmp_path / "prompts" / "sp_system.j2").write_text("Pick one strategy.\n{% if %}\n")
     fails([*SFT, "--out", "ds", "--prompts-dir", "prompts"], 1, "prompts/sp_system.j2: line 2: Expected an "
           "expression", cwd=tmp_path)
-    (tmp_path / "prompts" / "sp_system.j2").write_text("Pick one of {{ strategies }}.\n")
-    fails([*SFT, "--out", "ds", "--prompts-dir", "prompts"], 1, "prompts/sp_system.j2: 'strategies' is undefined",
-          cwd=tmp_path)
+    (tmp_path / "prompts" / "sp_system.j2").write_text("Pick one of {{ labels }}.\n")
+    fails([*SFT, "--out", "ds", "--prompts-dir", "prompts"], 1, "prompts/sp_system.j2: 'labels' is undefined (the "
+          "variables it may use: example_reply, example_strategy, strategies)", cwd=tmp_path)

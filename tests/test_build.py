@@ -155,5 +155,5 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     assert "missing.json: no such file" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["build", "--stage", "most", "--source-path", str(ESCONV_JSON), "--out",
                                  str(tmp_path / "o")])
-    assert result.exit_code == 2 and "'most' is not one of 'sft', 'all'" in plain(result.output)
+    assert result.exit_code == 2 and "'most' is not one of 'sft', 'import', 'all'" in plain(result.output)
     assert not (tmp_path / "o").exists()

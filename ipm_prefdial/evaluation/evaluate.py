@@ -1,36 +1,86 @@
-"""``ipm eval``: strategy and reference metrics of a predictions JSONL (ours or anyone's), plus an optional judge."""
+"""``ipm eval``: strategy and reference metrics of a predictions JSONL (ours or anyone's), plus an optional judge.
+
+The strategy labels are those of a taxonomy: ``--taxonomy`` (a built-in name or a YAML file) when given, else the
+one the file records (``ipm infer`` writes the build's into every prediction's ``taxonomy`` field), else ESConv's
+eight (predictions made elsewhere, and by builds from before taxonomies). The metrics name the one used.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ipm_prefdial.evaluation.infer import PREDICTION_FIELDS
+from ipm_prefdial.evaluation.infer import PREDICTION_FIELDS, taxonomy_record
 from ipm_prefdial.evaluation.reference import reference_metrics
 from ipm_prefdial.evaluation.strategy import MODES, match, strategy_metrics
 from ipm_prefdial.jsonlines import json_objects
-from ipm_prefdial.strategies import STRATEGIES
+from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, TaxonomyError, builtin, load_taxonomy, parse_taxonomy
+
+TAXONOMY_FIELD = "taxonomy"
 
 
 class PredictionsError(ValueError):
     pass
 
 
-def read_predictions(path: str | Path) -> list[dict]:
-    """The lines of a predictions file, each checked for the required fields and types."""
+def taxonomy_option(value: str) -> Taxonomy:
+    """``--taxonomy``: a built-in name (esconv, extes, mesc, esc-pro) or a taxonomy YAML file. A name that is
+    neither is a ``ConfigError``; a file that cannot be used a ``TaxonomyError`` naming it and its field."""
+    from ipm_prefdial.config import ConfigError
+
+    if value in BUILTIN:
+        return builtin(value)
+    if not Path(value).is_file():
+        raise ConfigError(f"--taxonomy {value}: neither a built-in taxonomy ({', '.join(BUILTIN)}) nor a taxonomy "
+                          "YAML file")
+    return load_taxonomy(value)
+
+
+def recorded_taxonomy(value: object, where: str) -> Taxonomy:
+    """The taxonomy a prediction's ``taxonomy`` field names: a built-in name, or a whole taxonomy (a mapping)."""
+    if value is None:
+        return builtin("esconv")
+    if isinstance(value, str):
+        if value not in BUILTIN:
+            raise PredictionsError(f"{where}: field taxonomy {value!r} is not a built-in taxonomy ("
+                                   f"{', '.join(BUILTIN)}); give its file with --taxonomy FILE.yaml")
+        return builtin(value)
+    try:
+        return parse_taxonomy(value, f"{where}: field taxonomy")
+    except TaxonomyError as exc:
+        raise PredictionsError(str(exc)) from None
+
+
+def read_predictions(path: str | Path, taxonomy: Taxonomy | None = None) -> list[dict]:
+    """The lines of a predictions file, each checked for the required fields and types, the gold strategy against
+    ``taxonomy`` (default: the one the file records, else ESConv's). Each row comes back with its gold strategy
+    as the taxonomy names it and its ``taxonomy`` field naming the taxonomy it was checked with."""
     path = Path(path)
     if not path.is_file():
         raise PredictionsError(f"{path}: no such predictions file")
     rows, seen = [], {}
+    first: tuple[int, object] | None = None  # (line, value) of the first line's taxonomy field
+    record: str | dict = ""  # the taxonomy checked with, as the rows name it (set at the first line)
     for number, row in json_objects(path, PredictionsError):
         missing = [k for k in PREDICTION_FIELDS if k not in row]
         if missing:
             raise PredictionsError(f"{path}:{number} (id {row.get('id')!r}): missing field(s) {', '.join(missing)}")
-        gold = match(row["strategy"])
+        if first is None:
+            first = (number, row.get(TAXONOMY_FIELD))
+            if taxonomy is None:
+                taxonomy = recorded_taxonomy(first[1], f"{path}:{number} (id {row['id']!r})")
+            record = taxonomy_record(taxonomy)
+        elif row.get(TAXONOMY_FIELD) != first[1]:
+            raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field taxonomy differs from line "
+                                   f"{first[0]}'s (one file, one taxonomy)")
+        gold = match(row["strategy"], taxonomy) if isinstance(row["strategy"], str) else None
         if gold is None:
+            variant = next(iter(taxonomy.variants), None)
             raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field strategy {row['strategy']!r} is "
-                                   f"not one of the 8 ESConv strategies ({', '.join(STRATEGIES)}; any case, "
-                                   f"or a synonym such as 'Questions')")
+                                   f"not one of the {len(taxonomy.labels)} strategies of the {taxonomy.name} "
+                                   f"taxonomy ({', '.join(taxonomy.names)}; any case"
+                                   + (f", or a spelling variant such as {variant!r})" if variant else ")"))
         row["strategy"] = gold
+        row[TAXONOMY_FIELD] = record
         if not isinstance(row["response"], str):
             raise PredictionsError(f"{path}:{number} (id {row['id']!r}): field response must be a string")
         for field in ("predicted_strategy", "predicted_response"):
@@ -46,13 +96,19 @@ def read_predictions(path: str | Path) -> list[dict]:
     return rows
 
 
-def evaluate(rows: list[dict]) -> dict:
-    """{"strategy": {"lenient": ..., "strict": ...}, "reference": ...} of one predictions file."""
+def evaluate(rows: list[dict], taxonomy: Taxonomy | None = None) -> dict:
+    """{"turns", "taxonomy", "strategy": {"lenient": ..., "strict": ...}, "reference": ...} of one predictions
+    file, the strategy metrics over the labels of ``taxonomy`` (default: the one the rows name, as
+    ``read_predictions`` leaves them, else ESConv's)."""
+    if taxonomy is None:
+        taxonomy = recorded_taxonomy(rows[0].get(TAXONOMY_FIELD), f"prediction {rows[0].get('id')!r}") if rows \
+            else builtin("esconv")
     gold = [r["strategy"] for r in rows]
     predicted = [r["predicted_strategy"] for r in rows]
     return {
         "turns": len(rows),
-        "strategy": {mode: strategy_metrics(gold, predicted, mode) for mode in MODES},
+        "taxonomy": taxonomy.name,
+        "strategy": {mode: strategy_metrics(gold, predicted, mode, taxonomy) for mode in MODES},
         "reference": reference_metrics([r["predicted_response"] for r in rows], [r["response"] for r in rows]),
     }
 

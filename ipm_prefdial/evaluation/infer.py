@@ -3,6 +3,11 @@
 Systems (METHOD.md section 4): ``decoupled`` (SP predicts a strategy, RG writes the reply under it), ``joint``
 (VM writes ``[strategy] reply``, parsed), ``rg-gold`` (RG under the gold strategy: the upper reference).
 Decoding is greedy (temperature 0). Requests go through the engine layer and its cache, so a rerun is free.
+
+The SP's answer is constrained to the labels of the build's taxonomy (its manifest's ``taxonomy``; ESConv's eight
+for builds from before taxonomies), and every prediction records that taxonomy in its ``taxonomy`` field (the
+name of a built-in one, else the whole taxonomy as the manifest holds it), so ``ipm eval`` scores it with the same
+labels.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ipm_prefdial.engines.base import Choice
 from ipm_prefdial.mining import trim_to_sentence
 from ipm_prefdial.prompts import Prompts, RgInstruction
 from ipm_prefdial.sources.download import default_cache_dir
-from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, builtin, from_manifest
 
 SYSTEMS = ("decoupled", "joint", "rg-gold")
 TASKS_OF = {"decoupled": ("sp", "rg"), "joint": ("vm",), "rg-gold": ("rg",)}
@@ -89,6 +94,35 @@ def build_rg_rule(data: str | Path) -> RgInstruction:
     return Prompts().rg_rule
 
 
+def build_taxonomy(data: str | Path) -> Taxonomy:
+    """The taxonomy of a build, as its manifest records it (ESConv's for older builds and without a manifest)."""
+    manifest_path = Path(data) / "manifest.json"
+    if not manifest_path.is_file():
+        return builtin("esconv")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InferError(f"{manifest_path}: cannot read it ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise InferError(f"{manifest_path}: expected a JSON object")
+    return from_manifest(manifest, str(manifest_path))
+
+
+def taxonomy_record(taxonomy: Taxonomy) -> str | dict:
+    """What a prediction's ``taxonomy`` field holds: the name of a built-in taxonomy used as shipped, else the whole
+    taxonomy (``Taxonomy.as_dict``), so a predictions file can be scored without the build."""
+    if taxonomy.name in BUILTIN and builtin(taxonomy.name).as_dict() == taxonomy.as_dict():
+        return taxonomy.name
+    return taxonomy.as_dict()
+
+
+def sp_requests(rows: list[dict], taxonomy: Taxonomy, max_tokens: int) -> list[ChatRequest]:
+    """The SP requests of the test turns: greedy, the answer constrained to one of the taxonomy's labels."""
+    choice = Choice(taxonomy.names)
+    return [ChatRequest.chat(r["prompt"], sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=max_tokens),
+                             output=choice, group=f"sp:{r['dialog_id']}") for r in rows]
+
+
 def with_strategy(prompt: list[dict], gold: str, strategy: str | None, rule: RgInstruction, where: str) -> list[dict]:
     """An RG prompt whose instruction names ``strategy`` instead of the gold one (none: no instruction)."""
     last = prompt[-1]["content"]
@@ -146,6 +180,7 @@ def infer(cfg: InferConfig, progress=None) -> dict:
 
 async def _infer(cfg: InferConfig, progress) -> dict:
     rule = build_rg_rule(cfg.data)
+    taxonomy = build_taxonomy(cfg.data)
     tasks = TASKS_OF[cfg.system]
     rows = {task: load_test_rows(cfg.data, CONFIG_OF[task], cfg.limit) for task in tasks}
     ids = [r["id"] for r in rows[tasks[0]]]
@@ -198,11 +233,8 @@ async def _infer(cfg: InferConfig, progress) -> dict:
         else:
             base = rows["rg"]
             if cfg.system == "decoupled":
-                sp_requests = [ChatRequest.chat(r["prompt"], sampling=greedy(cfg.sp_max_tokens),
-                                                output=Choice(STRATEGIES), group=f"sp:{r['dialog_id']}")
-                               for r in rows["sp"]]
-                sp_results = await run("sp", sp_requests)
-                chosen = [canonical_strategy(str(res.parsed), synonyms=False) if res.ok else None
+                sp_results = await run("sp", sp_requests(rows["sp"], taxonomy, cfg.sp_max_tokens))
+                chosen = [taxonomy.canonical(str(res.parsed), variants=False) if res.ok else None
                           for res in sp_results]
                 raw = [str(res.parsed) if res.ok else None for res in sp_results]
             else:
@@ -229,15 +261,16 @@ async def _infer(cfg: InferConfig, progress) -> dict:
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    record = taxonomy_record(taxonomy)
     with tmp.open("w", encoding="utf-8") as f:
         for p in predictions:
-            p.update(system=cfg.system, models=models, context=context.get(p["id"]))
+            p.update(system=cfg.system, models=models, context=context.get(p["id"]), taxonomy=record)
             f.write(json.dumps(p, ensure_ascii=False) + "\n")
     tmp.replace(out)
     failed = sum(p["error"] is not None for p in predictions)
     trimmed = sum(p["cut_at_max_tokens"] and p["error"] is None for p in predictions)
     return {"rows": len(predictions), "failed": failed, "trimmed": trimmed, "accounting": accounting,
-            "models": models, "out": str(out), "ray": ray}
+            "models": models, "out": str(out), "ray": ray, "taxonomy": taxonomy.name}
 
 
 def _reply(result) -> tuple[str, str | None]:

@@ -1,12 +1,14 @@
 """The report of ``ipm eval --report DIR``: a markdown table (systems side by side) and a PNG bar chart of the
-preference p of each strategy for each system (the picture ESC papers use for preference bias)."""
+preference p of each strategy for each system (the picture ESC papers use for preference bias).
+
+The strategies are those the metrics list (their taxonomy's labels, in its order), never a fixed set: ESConv's
+eight, ExTES's sixteen, ... Systems scored with different taxonomies share one table, "-" where a strategy is not
+one of a system's."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-
-from ipm_prefdial.strategies import STRATEGIES
 
 ROWS = [
     ("Q (macro-F1, lenient)", "strategy.lenient.Q"), ("weighted F1 (lenient)", "strategy.lenient.weighted_f1"),
@@ -36,19 +38,47 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if abs(value) < 1 and value != 0 else f"{value:.2f}"
 
 
+def labels_of(results: dict[str, dict], mode: str = "lenient") -> list[str]:
+    """The strategies of the systems' metrics, in their taxonomy's order (the union, first seen first)."""
+    labels: list[str] = []
+    for result in results.values():
+        for s in _get(result, f"strategy.{mode}.preference") or {}:
+            if s not in labels:
+                labels.append(s)
+    return labels
+
+
+def _taxonomies(results: dict[str, dict]) -> list[str]:
+    names: list[str] = []
+    for result in results.values():
+        name = result.get("taxonomy")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
 def markdown(results: dict[str, dict]) -> str:
     names = list(results)
+    labels = labels_of(results)
+    sizes = {len(_get(results[n], "strategy.lenient.preference") or {}) for n in names}
+    total = f"the {min(sizes)} values sum to {min(sizes)}" if len(sizes) == 1 else \
+        "each system's values sum to its number of strategies"
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for title, key in ROWS:
         values = [_get(results[n], key) for n in names]
         if all(v is None for v in values):
             continue
         lines.append(f"| {title} | " + " | ".join(_fmt(v) for v in values) + " |")
-    lines += ["", "Preference p per strategy (lenient; 1 = no preference, the 8 values sum to 8):", "",
+    lines += ["", f"Preference p per strategy (lenient; 1 = no preference, {total}):", "",
               "| strategy | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for s in STRATEGIES:
-        lines.append(f"| {s} | " + " | ".join(_fmt(_get(results[n], "strategy.lenient.preference")[s])
+    for s in labels:
+        lines.append(f"| {s} | " + " | ".join(_fmt((_get(results[n], "strategy.lenient.preference") or {}).get(s))
                                             for n in names) + " |")
+    taxonomies = _taxonomies(results)
+    if len(taxonomies) == 1:
+        lines += ["", f"Strategy taxonomy: {taxonomies[0]} ({len(labels)} strategies)."]
+    elif taxonomies:
+        lines += ["", f"Strategy taxonomies: {', '.join(taxonomies)} (each system is scored with its own)."]
     if any("rg-gold" in n for n in names):
         lines += ["", "rg-gold is given the gold strategy: its strategy metrics are perfect by construction; it is "
                       "the upper reference for the reply metrics."]
@@ -62,16 +92,18 @@ def preference_chart(results: dict[str, dict], path: Path, mode: str = "lenient"
     import matplotlib.pyplot as plt
 
     names = list(results)
+    labels = labels_of(results, mode)
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=120)
+    # ten inches hold ESConv's eight strategies; more (ExTES's sixteen) get wider
+    fig, ax = plt.subplots(figsize=(max(10.0, 1.0 * len(labels)), 4.8), dpi=120)
     for k, name in enumerate(names):
         p = results[name]["strategy"][mode]["preference"]
         b = results[name]["strategy"][mode]["B"]
-        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(STRATEGIES))]
-        ax.bar(xs, [p[s] for s in STRATEGIES], width=width, label=f"{name} (B = {b:.2f})")
+        xs = [i + (k - (len(names) - 1) / 2) * width for i, s in enumerate(labels) if s in p]
+        ax.bar(xs, [p[s] for s in labels if s in p], width=width, label=f"{name} (B = {b:.2f})")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(STRATEGIES)))
-    ax.set_xticklabels([textwrap.fill(s, 13) for s in STRATEGIES], fontsize=8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([textwrap.fill(s, 13) for s in labels], fontsize=8)
     ax.set_ylabel("preference p")
     ax.set_title(f"Strategy preference ({mode}); dashed line: no preference")
     ax.legend(fontsize=8)

@@ -1,10 +1,13 @@
 """Strategy metrics (Kang et al. 2024, METHOD.md section 4): proficiency Q (macro-F1), weighted F1, per-strategy
-F1, the Bradley-Terry preference p of each strategy and the preference bias B.
+F1, the Bradley-Terry preference p of each strategy and the preference bias B, over the labels of a taxonomy
+(``ipm_prefdial.taxonomy``: ESConv's eight by default, a build's own, such as ExTES's sixteen, when given).
 
-Gold and predicted labels are matched to the 8 names case-insensitively and through the synonym table of
-``ipm_prefdial.strategies``. Predictions that match none are handled in two modes:
-``lenient`` drops those turns, as the DecoupledESC code does (the dropped ratio is reported); ``strict`` maps
-them to "Others", as Kang et al.'s code does.
+Gold and predicted labels are matched to the taxonomy's names case-insensitively and through its spelling variants
+(``Taxonomy.canonical``). Predictions that match none are handled in two modes: ``lenient`` drops those turns, as
+the DecoupledESC code does (the dropped ratio is reported); ``strict`` maps them to the taxonomy's "Others" label,
+as Kang et al.'s code does. A taxonomy without an "Others" label (ESC-Pro's) keeps those turns in strict mode as
+wrong answers that credit no strategy: they lower the accuracy and the recall of their gold strategy, and add no
+count to the preference matrix W (they show no preference for any strategy).
 
 Macro-F1 averages over the strategies that occur in the gold labels or the predictions (scikit-learn's
 convention); on the ESConv test split every strategy occurs, so that is all 8.
@@ -15,22 +18,31 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.taxonomy import Taxonomy, builtin
 
 MODES = ("lenient", "strict")
 BT_ITERATIONS = 20
+OTHERS = "Others"  # what strict mode maps an unmatched prediction to (through the taxonomy's spellings)
 
 
-def match(label: str | None) -> str | None:
-    """The ESConv name of a label, matched case-insensitively and through the synonym table (Kang et al.'s
-    "Reflection of Feelings", FailedESConv's "Questions", ...), or None."""
-    return canonical_strategy(label) if isinstance(label, str) else None
+def esconv() -> Taxonomy:
+    """The default taxonomy of every function here: ESConv's eight strategies."""
+    return builtin("esconv")
 
 
-def f1_scores(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float | None]:
-    """Per-strategy F1 (0..1); None for a strategy absent from both gold and predictions."""
+def match(label: str | None, taxonomy: Taxonomy | None = None) -> str | None:
+    """The taxonomy's name of a label (ESConv's by default), matched case-insensitively and through the
+    taxonomy's spelling variants (Kang et al.'s "Reflection of Feelings", FailedESConv's "Questions", ...), or
+    None."""
+    return (taxonomy or esconv()).canonical(label) if isinstance(label, str) else None
+
+
+def f1_scores(gold: Sequence[str], predicted: Sequence[str | None],
+              labels: Sequence[str] | None = None) -> dict[str, float | None]:
+    """Per-strategy F1 (0..1) over ``labels`` (ESConv's names by default); None for a strategy absent from both
+    gold and predictions. A prediction of None (strict mode, no "Others" label) credits no strategy."""
     out: dict[str, float | None] = {}
-    for s in STRATEGIES:
+    for s in labels if labels is not None else esconv().names:
         tp = sum(g == s and p == s for g, p in zip(gold, predicted, strict=True))
         n_pred = sum(p == s for p in predicted)
         n_gold = sum(g == s for g in gold)
@@ -41,17 +53,22 @@ def f1_scores(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, float 
     return out
 
 
-def win_matrix(gold: Sequence[str], predicted: Sequence[str]) -> list[list[int]]:
-    """W[i][j]: turns where strategy i was predicted and j is gold (indices in STRATEGIES order)."""
-    index = {s: k for k, s in enumerate(STRATEGIES)}
-    w = [[0] * len(STRATEGIES) for _ in STRATEGIES]
+def win_matrix(gold: Sequence[str], predicted: Sequence[str | None],
+               labels: Sequence[str] | None = None) -> list[list[int]]:
+    """W[i][j]: turns where strategy i was predicted and j is gold (indices in the order of ``labels``, ESConv's
+    names by default). A prediction of None is no game."""
+    labels = tuple(labels) if labels is not None else esconv().names
+    index = {s: k for k, s in enumerate(labels)}
+    w = [[0] * len(labels) for _ in labels]
     for g, p in zip(gold, predicted, strict=True):
-        w[index[p]][index[g]] += 1
+        if p is not None:
+            w[index[p]][index[g]] += 1
     return w
 
 
 def preference(w: Sequence[Sequence[int]], iterations: int = BT_ITERATIONS) -> list[float]:
-    """Bradley-Terry strengths by Kang et al.'s update rule (METHOD.md section 4), rescaled to sum to n.
+    """Bradley-Terry strengths by Kang et al.'s update rule (METHOD.md section 4), rescaled to sum to n (the number
+    of strategies: 8 for ESConv, 16 for ExTES).
 
     Degenerate cases, where Kang's code divides by zero: an update whose denominator is 0 (strategy i never
     lost: it was never the gold strategy of a mispredicted turn) leaves p_i unchanged; with no off-diagonal
@@ -83,32 +100,41 @@ def bias(p: Sequence[float]) -> float:
     return math.sqrt(sum((x - mean) ** 2 for x in p) / len(p))
 
 
-def strategy_metrics(gold: Sequence[str], predicted: Sequence[str | None], mode: str) -> dict:
-    """All strategy metrics of one mode. ``gold`` are ESConv names; ``predicted`` raw labels (or None)."""
+def strategy_metrics(gold: Sequence[str], predicted: Sequence[str | None], mode: str,
+                     taxonomy: Taxonomy | None = None) -> dict:
+    """All strategy metrics of one mode over the labels of ``taxonomy`` (ESConv's by default). ``gold`` are labels
+    of the taxonomy (any spelling it accepts; anything else is a ValueError); ``predicted`` raw labels (or None)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
-    pairs = []
+    taxonomy = taxonomy or esconv()
+    labels = taxonomy.names
+    fallback = taxonomy.canonical(OTHERS)
+    pairs: list[tuple[str, str | None]] = []
     dropped = 0
-    for g, raw in zip(gold, predicted, strict=True):
-        p = match(raw)
+    for k, (raw_gold, raw) in enumerate(zip(gold, predicted, strict=True)):
+        g = match(raw_gold, taxonomy)
+        if g is None:
+            raise ValueError(f"gold label {k} {raw_gold!r} is not one of the {len(labels)} strategies of the "
+                             f"{taxonomy.name} taxonomy ({', '.join(labels)})")
+        p = match(raw, taxonomy)
         if p is None:
             if mode == "lenient":
                 dropped += 1
                 continue
-            p = "Others"
+            p = fallback  # None without an "Others" label: a wrong answer that credits no strategy
         pairs.append((g, p))
     golds, preds = [g for g, _ in pairs], [p for _, p in pairs]
-    per = f1_scores(golds, preds)
+    per = f1_scores(golds, preds, labels)
     present = [v for v in per.values() if v is not None]
-    support = {s: golds.count(s) for s in STRATEGIES}
-    weighted = sum((per[s] or 0.0) * support[s] for s in STRATEGIES) / len(golds) if golds else 0.0
-    p = preference(win_matrix(golds, preds))
+    support = {s: golds.count(s) for s in labels}
+    weighted = sum((per[s] or 0.0) * support[s] for s in labels) / len(golds) if golds else 0.0
+    p = preference(win_matrix(golds, preds, labels))
     return {
         "Q": 100 * sum(present) / len(present) if present else 0.0,
         "weighted_f1": 100 * weighted,
         "accuracy": 100 * sum(g == q for g, q in pairs) / len(pairs) if pairs else 0.0,
         "per_strategy_f1": {s: (100 * v if v is not None else None) for s, v in per.items()},
-        "preference": dict(zip(STRATEGIES, p, strict=True)),
+        "preference": dict(zip(labels, p, strict=True)),
         "B": bias(p),
         "turns": len(gold),
         "evaluated": len(pairs),

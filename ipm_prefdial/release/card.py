@@ -8,7 +8,7 @@ import jinja2
 import yaml
 
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, data_file
-from ipm_prefdial.strategies import STRATEGIES
+from ipm_prefdial.taxonomy import from_manifest
 
 # What load_dataset(<build>) opens without a config name: response-level pairs where the build has them (the
 # decoupled signal), else the response-level SFT data.
@@ -16,7 +16,15 @@ DEFAULT_CONFIGS = ("response_pairs", "response_sft")
 
 
 # The card's source_datasets: ESConv (and FailedESConv, released with it) is thu-coai/esconv on the Hub.
-SOURCE_DATASETS = {"esconv": ["thu-coai/esconv"], "failed-esconv": ["thu-coai/esconv"]}
+SOURCE_DATASETS = {"esconv": ["thu-coai/esconv"], "failed-esconv": ["thu-coai/esconv"],
+                   "esc-pro": ["XingYuSSS/ESC-Pro"]}
+# How the card names the corpus a build was made from (an ESConv-style JSON file: by its file name).
+CORPUS_NAMES = {"esconv": "ESConv", "failed-esconv": "FailedESConv", "extes": "ExTES", "mesc": "MESC",
+                "esc-pro": "ESC-Pro"}
+
+
+def corpus_name(source: dict) -> str:
+    return CORPUS_NAMES.get(source["source"]) or f"`{source.get('file', source['source'])}`"
 
 
 def default_config(configs) -> str | None:
@@ -61,7 +69,7 @@ def metadata(manifest: dict) -> dict:
             "dataset_size": sum(f["arrow_bytes"] for f in files.values()),
         })
     total = sum(n for per in counts.values() for n in per.values())
-    tags = ["emotional-support", "esconv", "dialogue", "sft"]
+    tags = ["emotional-support", manifest["source"]["source"], "dialogue", "sft"]
     if manifest["stage"] == "all":
         tags += ["preference", "dpo"]
     if any(n for c in PAIR_CONFIGS for n in counts.get(c, {}).values()):
@@ -85,7 +93,18 @@ def render_card(manifest: dict, name: str) -> str:
     header = yaml.safe_dump(metadata(manifest), sort_keys=False, allow_unicode=True, width=1000)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(card_template_dir())),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    return env.get_template("README.md.j2").render(header=header, m=manifest, name=name, strategies=STRATEGIES)
+    taxonomy = from_manifest(manifest)
+    return env.get_template("README.md.j2").render(header=header, m=manifest, name=name, strategies=taxonomy.names,
+                                                   taxonomy=taxonomy, corpus=corpus_name(manifest["source"]),
+                                                   gold=_gold_and_pairs(manifest, taxonomy.names))
+
+
+def _gold_and_pairs(manifest: dict, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """Per label: gold supporter turns over all splits, and pairs over the pair configs (mined and imported)."""
+    gold = {s: sum(per.get(s, 0) for per in manifest["strategy_distribution"].values()) for s in names}
+    by = manifest.get("pairs_by_strategy") or {}
+    pairs = {s: sum(n for c, n in (by.get(s) or {}).items() if ":" not in c) for s in names}
+    return {s: (gold[s], pairs[s]) for s in names}
 
 
 def read_card_metadata(text: str) -> dict:

@@ -24,7 +24,17 @@ class SourceError(ValueError):
 @dataclass(frozen=True)
 class Utterance:
     text: str
-    strategy: str | None  # None for the seeker; one of the 8 ESConv names for the supporter
+    # None: the seeker. A supporter turn: its label as the source's taxonomy names it, or "" for a turn whose label is
+    # empty where the taxonomy says an empty label is not a turn to mine (ExTES's greetings): kept in the history
+    # of later turns, never a sample of its own.
+    strategy: str | None
+    # Replies the source itself marks as worse than this supporter turn (ESC-Pro's non-preferred replies), each as
+    # (text, strategy): `--stage import` makes pairs of them.
+    negatives: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def supporter(self) -> bool:
+        return self.strategy is not None
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class LoadedSource:
     # Split membership carried by the source itself (the Hub's train/valid/test files), as dialog ids.
     given_split: dict[str, list[int]] | None = None
     skipped: list[dict] = field(default_factory=list)  # dialogues dropped with --on-invalid skip
+    # What the reader met and handled, by kind (empty labels skipped, same-speaker runs, ...): the manifest records it.
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 from ipm_prefdial.sources.load import load_source  # noqa: E402

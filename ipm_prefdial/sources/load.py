@@ -11,8 +11,12 @@ from pathlib import Path
 from ipm_prefdial.sources import Dialogue, LoadedSource, SourceError
 from ipm_prefdial.sources.download import fetch_upstream
 from ipm_prefdial.sources.records import iter_records, parse_dialogue, read_text, unknown_labels_message
+from ipm_prefdial.taxonomy import Taxonomy, builtin
 
-SOURCES = ("esconv", "failed-esconv", "json")
+# Corpora in their own layouts (ipm_prefdial.sources.layouts); their licences let nobody redistribute them, so a
+# user points --source-path at their own copy.
+LAYOUT_SOURCES = ("extes", "mesc", "esc-pro")
+SOURCES = ("esconv", "failed-esconv", "json", *LAYOUT_SOURCES)
 HUB_FILES = ("train.txt", "valid.txt", "test.txt")
 # The Hub split of ESConv (upstream process.py): random.seed(13); shuffle; valid, test = the first 195 each.
 HUB_SEED, HUB_VALID, HUB_TEST = 13, 195, 195
@@ -25,13 +29,27 @@ def hub_permutation(n: int) -> list[int]:
     return order
 
 
+def source_taxonomy(source: str) -> Taxonomy:
+    """The taxonomy a source's labels are read with unless --taxonomy names another: the corpus's own for the
+    layouts that ship one, ESConv's for the ESConv-style sources."""
+    return builtin(source if source in LAYOUT_SOURCES else "esconv")
+
+
 def load_source(source: str, path: str | os.PathLike | None = None, *, on_invalid: str = "error",
-                cache_dir: Path | None = None) -> LoadedSource:
+                cache_dir: Path | None = None, taxonomy: Taxonomy | None = None) -> LoadedSource:
     """Read ``source``. Without ``path`` (and without IPM_ESCONV_PATH for esconv) upstream is downloaded."""
     if source not in SOURCES:
         raise SourceError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     if on_invalid not in ("error", "skip"):
         raise SourceError(f"on_invalid must be 'error' or 'skip', not {on_invalid!r}")
+    taxonomy = taxonomy or source_taxonomy(source)
+    if source in LAYOUT_SOURCES:
+        from ipm_prefdial.sources.layouts import load_layout
+
+        if path is None:
+            raise SourceError(f"--source {source} needs --source-path pointing at your copy of the corpus (its "
+                              "licence lets nobody redistribute it, so it is not downloaded)")
+        return load_layout(source, Path(path), taxonomy, on_invalid)
     if path is None and source == "esconv":
         path = os.environ.get("IPM_ESCONV_PATH") or None
     info: dict = {"source": source}
@@ -45,7 +63,7 @@ def load_source(source: str, path: str | os.PathLike | None = None, *, on_invali
     p = Path(path)
     if p.is_dir():
         if all((p / f).is_file() for f in HUB_FILES):
-            return _load_hub_layout(p, info, on_invalid)
+            return _load_hub_layout(p, info, on_invalid, taxonomy)
         for name in ("ESConv.json", "FailedESConv.json"):
             if (p / name).is_file():
                 p = p / name
@@ -57,11 +75,11 @@ def load_source(source: str, path: str | os.PathLike | None = None, *, on_invali
     text = read_text(p)
     info.update(file=p.name, layout="json", sha256=_sha256(p))  # a name and a digest, never a local path
     records = [(p, i, i, rec) for i, rec in iter_records(text, p)]
-    dialogues, skipped = _parse_all(records, on_invalid)
-    return LoadedSource(dialogues, info, None, skipped)
+    dialogues, skipped, counts = _parse_all(records, on_invalid, taxonomy)
+    return LoadedSource(dialogues, info, None, skipped, counts)
 
 
-def _load_hub_layout(directory: Path, info: dict, on_invalid: str) -> LoadedSource:
+def _load_hub_layout(directory: Path, info: dict, on_invalid: str, taxonomy: Taxonomy) -> LoadedSource:
     per_file = {name: list(iter_records(read_text(directory / name), directory / name)) for name in HUB_FILES}
     sizes = {name: len(v) for name, v in per_file.items()}
     n = sum(sizes.values())
@@ -83,19 +101,21 @@ def _load_hub_layout(directory: Path, info: dict, on_invalid: str) -> LoadedSour
         given[split] = ids
         records += [(directory / name, i, did, rec) for (i, rec), did in zip(per_file[name], ids, strict=False)]
     records.sort(key=lambda r: r[2])
-    dialogues, skipped = _parse_all(records, on_invalid)
-    return LoadedSource(dialogues, info, given, skipped)
+    dialogues, skipped, counts = _parse_all(records, on_invalid, taxonomy)
+    return LoadedSource(dialogues, info, given, skipped, counts)
 
 
-def _parse_all(records: list[tuple[Path, int, int, object]], on_invalid: str) -> tuple[list[Dialogue], list[dict]]:
+def _parse_all(records: list[tuple[Path, int, int, object]], on_invalid: str, taxonomy: Taxonomy
+               ) -> tuple[list[Dialogue], list[dict], dict[str, int]]:
     unknown: Counter = Counter()
+    counts: Counter = Counter()
     problems: list[str] = []
     dialogues: list[Dialogue] = []
     skipped: list[dict] = []
     for path, index, dialog_id, record in records:
         before = len(problems)
         dialogue = parse_dialogue(record, path=path, index=index, dialog_id=dialog_id, unknown=unknown,
-                                  problems=problems)
+                                  problems=problems, taxonomy=taxonomy, counts=counts)
         if dialogue is not None:
             dialogues.append(dialogue)
         elif on_invalid == "skip":  # recorded in the manifest: the file by name, not by path
@@ -103,9 +123,15 @@ def _parse_all(records: list[tuple[Path, int, int, object]], on_invalid: str) ->
                             "problems": [p.replace(str(path), path.name) for p in problems[before:]]})
     if problems and on_invalid != "skip":
         if unknown:
-            problems.insert(0, unknown_labels_message(unknown))
+            problems.insert(0, unknown_labels_message(unknown, taxonomy))
         raise SourceError(problems)
-    return dialogues, skipped
+    return dialogues, skipped, {"dialogues": len(dialogues), "supporter_turns": _supporter_turns(dialogues),
+                                "empty_labels_skipped": counts["empty_labels_skipped"]}
+
+
+def _supporter_turns(dialogues: list[Dialogue]) -> int:
+    """Supporter turns with a label: the turns a build makes samples of."""
+    return sum(1 for d in dialogues for u in d.utterances if u.strategy)
 
 
 def _sha256(path: Path) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ipm_prefdial.sources import Dialogue, SourceError, Utterance
-from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.taxonomy import Taxonomy, builtin
 
 SEEKER_NAMES = frozenset({"seeker", "usr", "user", "speaker"})  # "speaker": FailedESConv
 SUPPORTER_NAMES = frozenset({"supporter", "sys", "assistant", "listener"})  # "listener": FailedESConv
@@ -97,8 +97,14 @@ def _optional_str(record: dict, key: str, where: str, problems: list[str]) -> st
 
 
 def parse_dialogue(record: object, *, path: Path, index: int, dialog_id: int,
-                   unknown: Counter, problems: list[str]) -> Dialogue | None:
-    """One record -> Dialogue. Problems are appended (never raised) so that a file reports all of them."""
+                   unknown: Counter, problems: list[str], taxonomy: Taxonomy | None = None,
+                   counts: Counter | None = None) -> Dialogue | None:
+    """One record -> Dialogue. Problems are appended (never raised) so that a file reports all of them. Labels are
+    read with ``taxonomy`` (ESConv's by default); an empty label is a problem unless the taxonomy says such turns are
+    not to be mined (then the turn is kept as history, strategy "", and counted in ``counts``)."""
+    taxonomy = taxonomy or builtin("esconv")
+    counts = counts if counts is not None else Counter()
+    empty_labels = 0
     where = f"{path}: dialogue {index}"
     start = len(problems)
     if not isinstance(record, dict):
@@ -139,10 +145,14 @@ def parse_dialogue(record: object, *, path: Path, index: int, dialog_id: int,
         annotation = turn.get("annotation") if isinstance(turn.get("annotation"), dict) else {}
         label = annotation.get("strategy", turn.get("strategy"))
         key = "annotation.strategy" if "strategy" in annotation or "strategy" not in turn else "strategy"
+        if (label is None or (isinstance(label, str) and not label.strip())) and taxonomy.empty == "skip":
+            utterances.append(Utterance(text, ""))
+            empty_labels += 1
+            continue
         if not isinstance(label, str) or not label.strip():
             problems.append(f"{where}: field '{field}.{key}': supporter utterance without a strategy")
             continue
-        strategy = canonical_strategy(label)
+        strategy = taxonomy.canonical(label)
         if strategy is None:
             unknown[label] += 1
             problems.append(f"{where}: field '{field}.{key}': unknown strategy {label!r}")
@@ -153,12 +163,16 @@ def parse_dialogue(record: object, *, path: Path, index: int, dialog_id: int,
     if len(problems) > start:
         return None
     if not any(u.strategy for u in utterances):
-        problems.append(f"{where}: field 'dialog': no supporter utterance")
+        problems.append(f"{where}: field 'dialog': no supporter utterance"
+                        + (" with a strategy" if empty_labels else ""))
         return None
+    counts["empty_labels_skipped"] += empty_labels
     return Dialogue(dialog_id, tuple(utterances), emotion, problem)
 
 
-def unknown_labels_message(unknown: Counter) -> str:
+def unknown_labels_message(unknown: Counter, taxonomy: Taxonomy | None = None) -> str:
+    taxonomy = taxonomy or builtin("esconv")
     listed = ", ".join(f"{label!r} ({count})" for label, count in unknown.most_common())
-    return (f"unknown strategy labels: {listed}. Known: {', '.join(STRATEGIES)} "
-            "(case-insensitive; synonyms in ipm_prefdial/strategies.py)")
+    where = ("synonyms in ipm_prefdial/resources/taxonomies/esconv.yaml" if taxonomy.name == "esconv"
+             else f"variants in the {taxonomy.name} taxonomy; --taxonomy FILE.yaml for another")
+    return f"unknown strategy labels: {listed}. Known: {', '.join(taxonomy.names)} (case-insensitive; {where})"

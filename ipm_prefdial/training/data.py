@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipm_prefdial.history import drop_oldest
+from ipm_prefdial.taxonomy import Taxonomy, TaxonomyError
 
 SFT_CONFIG = {"sp": "strategy_sft", "rg": "response_sft", "vm": "joint_sft"}
 PAIR_CONFIG = {"sp": "strategy_pairs", "rg": "response_pairs", "vm": "joint_pairs"}
@@ -27,6 +28,19 @@ def check_configs(data: str | Path, configs: list[str]) -> None:
         hint = "ipm build --stage all" if any(c.endswith("_pairs") for c in missing) else "ipm build --stage sft"
         raise TrainDataError(f"{root}: the build has no {', '.join(missing)} config; `ipm train` needs "
                              f"{'it' if len(missing) == 1 else 'them'} ({hint})")
+
+
+def build_taxonomy(data: str | Path) -> Taxonomy:
+    """The strategy taxonomy of the build (its manifest's ``taxonomy``; ESConv's for builds from before taxonomies):
+    the labels the SP is constrained to and the test turns are scored with. A damaged record fails before any
+    training, naming the manifest and the field."""
+    from ipm_prefdial.evaluation.infer import InferError
+    from ipm_prefdial.evaluation.infer import build_taxonomy as read_taxonomy
+
+    try:
+        return read_taxonomy(data)
+    except (InferError, TaxonomyError) as exc:
+        raise TrainDataError(str(exc)) from None
 
 
 def load_split(data: str | Path, config: str, split: str) -> list[dict]:

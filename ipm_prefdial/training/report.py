@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ipm_prefdial.strategies import STRATEGIES
-
 
 def _f(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -45,7 +43,9 @@ def write_report(metrics: dict, path: Path, curves: Path) -> None:
     tasks = [t for t in ("sp", "rg", "vm") if t in metrics]
     caps = ", ".join(f"{k} {v}" for k, v in metrics["caps"].items())
     lines = ["# ipm train report", "", f"Base model: `{metrics['base_model']}`. Caps: {caps}. "
-             f"Total {metrics.get('seconds', 0):.0f} s.", "", "## Per model", "",
+             f"Total {metrics.get('seconds', 0):.0f} s."
+             + (f" Strategy taxonomy: {metrics['taxonomy']}." if metrics.get("taxonomy") else ""),
+             "", "## Per model", "",
              "| model | SFT examples | SFT loss first -> last | DPO pairs (source) "
              "| held-out pref. acc. before -> after "
              "| DPO eval reward acc. | DPO eval reward margin | train margin before -> after |",
@@ -80,9 +80,10 @@ def write_report(metrics: dict, path: Path, curves: Path) -> None:
                     v = v[k]
                 values.append(_f(v, 2) if isinstance(v, float) else str(v))
             lines.append(f"| {title} | " + " | ".join(values) + " |")
+        # the strategies of the build's taxonomy, as the metrics list them (ESConv's eight, ExTES's sixteen, ...)
         lines += ["", "Preference p (lenient) after DPO: " + "; ".join(
-            f"{a}: " + ", ".join(f"{s} {metrics[a]['test']['dpo']['strategy']['lenient']['preference'][s]:.2f}"
-                                 for s in STRATEGIES) for a in arms)]
+            f"{a}: " + ", ".join(f"{s} {p:.2f}" for s, p in metrics[a]["test"]["dpo"]["strategy"]["lenient"]
+                                 ["preference"].items()) for a in arms)]
     lines += ["", "## Reading these numbers", "", _reading(metrics, tasks), "",
               f"![training curves]({curves.name})", ""]
     path.write_text("\n".join(lines), encoding="utf-8")

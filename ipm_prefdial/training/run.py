@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from ipm_prefdial.engines.checkpoint import resolve_base
+from ipm_prefdial.taxonomy import Taxonomy
 from ipm_prefdial.training.config import ARMS, TrainConfig
 from ipm_prefdial.training.models import write_json
 from ipm_prefdial.training.recipe import run_dpo, run_sft
@@ -20,9 +21,10 @@ STAGES = ("sft", "dpo")
 def train(cfg: TrainConfig, log=print, cache_dir: str | None = None) -> dict:
     started = time.perf_counter()
     out = Path(cfg.out)
-    from ipm_prefdial.training.data import PAIR_CONFIG, SFT_CONFIG, TrainDataError, check_configs
+    from ipm_prefdial.training.data import PAIR_CONFIG, SFT_CONFIG, TrainDataError, build_taxonomy, check_configs
 
     check_configs(cfg.data, [c for t in cfg.tasks for c in (SFT_CONFIG[t], PAIR_CONFIG[t])])  # before any write
+    taxonomy = build_taxonomy(cfg.data)  # the build's strategies: the SP's choices and the test metrics' labels
     if out.exists() and not out.is_dir():
         raise TrainDataError(f"--out {out}: a file, not a run directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -31,9 +33,10 @@ def train(cfg: TrainConfig, log=print, cache_dir: str | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     base = resolve_base(cfg.base_model, cache_dir, log)
-    log(f"base model {base}; arms {', '.join(cfg.arms)}; models {', '.join(t.upper() for t in cfg.tasks)}")
+    log(f"base model {base}; arms {', '.join(cfg.arms)}; models {', '.join(t.upper() for t in cfg.tasks)}; "
+        f"strategy taxonomy {taxonomy.name} ({len(taxonomy.labels)} strategies)")
     log("caps: " + ", ".join(f"{k}={v}" for k, v in _caps(cfg).items()))
-    metrics: dict = {"base_model": base, "config": cfg.as_dict(), "caps": _caps(cfg)}
+    metrics: dict = {"base_model": base, "taxonomy": taxonomy.name, "config": cfg.as_dict(), "caps": _caps(cfg)}
     logs: dict[str, list] = {}
     for task in cfg.tasks:
         sft = run_sft(task, base, cfg, out, log)
@@ -54,7 +57,7 @@ def train(cfg: TrainConfig, log=print, cache_dir: str | None = None) -> dict:
     for arm in cfg.arms:
         metrics[arm] = {"test": {}}
         for stage in STAGES:
-            metrics[arm]["test"][stage] = _evaluate(arm, stage, cfg, out, log)
+            metrics[arm]["test"][stage] = _evaluate(arm, stage, cfg, out, log, taxonomy)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out / "metrics.json", metrics)
     from ipm_prefdial.training.report import training_curves, write_report
@@ -70,7 +73,7 @@ def _caps(cfg: TrainConfig) -> dict:
             "heldout_pairs": cfg.heldout_pairs, "test_turns": cfg.test_turns, "eval_max_tokens": cfg.eval_max_tokens}
 
 
-def _evaluate(arm: str, stage: str, cfg: TrainConfig, out: Path, log) -> dict:
+def _evaluate(arm: str, stage: str, cfg: TrainConfig, out: Path, log, taxonomy: Taxonomy) -> dict:
     from ipm_prefdial.evaluation.evaluate import evaluate, read_predictions
     from ipm_prefdial.evaluation.infer import InferConfig, infer
 
@@ -81,7 +84,7 @@ def _evaluate(arm: str, stage: str, cfg: TrainConfig, out: Path, log) -> dict:
                                 limit=cfg.test_turns, concurrency=cfg.eval_batch_size, cache_dir=str(out / "cache"),
                                 rg_max_tokens=cfg.eval_max_tokens, vm_max_tokens=cfg.eval_max_tokens + 8,
                                 context_tokens=cfg.max_length, **models))
-    result = evaluate(read_predictions(path))
+    result = evaluate(read_predictions(path, taxonomy), taxonomy)
     lenient = result["strategy"]["lenient"]
     log(f"{arm} after {stage.upper()}: {summary['rows']} test turns, Q {lenient['Q']:.2f}, B {lenient['B']:.3f}, "
         f"BLEU-2 {result['reference']['bleu-2']:.2f}, ROUGE-L {result['reference']['rouge-l']:.2f}")
