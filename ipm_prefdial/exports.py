@@ -18,6 +18,7 @@ Rows keep the parquet order; the same build gives the same bytes. ``export.json`
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, data_file
 from ipm_prefdial.release.files import read_rows
+from ipm_prefdial.taxonomy import TaxonomyError, from_manifest
 
 FORMATS = ("llamafactory", "cso", "openai-jsonl")
 SHAREGPT_ROLE = {"user": "human", "assistant": "gpt"}
@@ -73,10 +75,11 @@ def _strategy_prefixed(text: str) -> str:
     return f"({strategy}) {reply}"
 
 
-def _cso(config: str, row: dict, where: str) -> dict:
+def _cso(config: str, row: dict, where: str, system: str | None = None) -> dict:
     _, turns = _system_and_turns(row["prompt"], where)
     # the joint system prompt asks for "[strategy] reply"; CSO's messages are "(strategy) reply", and so is its prompt
-    messages = [{"role": "system", "content": Prompts().cso_system}]
+    # (listing the build's strategies)
+    messages = [{"role": "system", "content": system or Prompts().cso_system}]
     messages += [{"role": m["role"], "content": _strategy_prefixed(m["content"]) if m["role"] == "assistant"
                   else m["content"]} for m in turns]
     return {"scene": row["problem_type"] or "", "description": row["emotion_type"] or "", "messages": messages,
@@ -132,6 +135,13 @@ def export(build_dir: str | Path, out: str | Path, fmt: str, configs: list[str] 
         raise ConfigError(f"-o {out}: inside the build directory; write the export elsewhere")
     manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
     chosen = _configs(root, fmt, configs)
+    convert = CONVERT[fmt]
+    if fmt == "cso":
+        try:
+            system = Prompts(taxonomy=from_manifest(manifest)).cso_system
+        except TaxonomyError as exc:
+            raise ExportError(str(exc)) from None
+        convert = functools.partial(_cso, system=system)
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -142,7 +152,7 @@ def export(build_dir: str | Path, out: str | Path, fmt: str, configs: list[str] 
             if not (root / data_file(config, split)).is_file():
                 continue
             rows = read_rows(root, config, split, ExportError) or []
-            converted = [CONVERT[fmt](config, row, f"{data_file(config, split)}: row {k} (id {row['id']})")
+            converted = [convert(config, row, f"{data_file(config, split)}: row {k} (id {row['id']})")
                          for k, row in enumerate(rows)]
             name = f"{config}/{split}.{'jsonl' if fmt == 'openai-jsonl' else 'json'}"
             path = tmp / name

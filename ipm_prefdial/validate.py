@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 
 from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.judging import ERROR_TYPES, JUDGED, NOT_APPLICABLE, STATUS_PATTERN
-from ipm_prefdial.mining import is_copy, normalise
+from ipm_prefdial.mining import IMPORTED, is_copy, normalise
 from ipm_prefdial.prompts import Prompts, RgInstruction, sha256_text
 from ipm_prefdial.release.card import read_card_metadata
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, RETAINED_OF, TASK_OF, is_retained
 from ipm_prefdial.release.files import sha256_file
-from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.taxonomy import Taxonomy, TaxonomyError, builtin, from_manifest
 from ipm_prefdial.tokens import BUNDLED, TokenCounter, TokenizerError, Trimmer, load_tokenizer
 
 MAX_PER_KIND = 5  # examples shown per kind of row problem; the count is always complete
@@ -77,6 +77,11 @@ def validate(directory: str | Path, trim_tokenizer: str | None = None) -> Report
     _check_files(root, manifest, on_disk, unreadable, report)
     configs = _check_card(root, card_meta, on_disk, unreadable, report, manifest.get("counts") if manifest else None)
     prompts = _rg_rule(manifest, report)
+    try:
+        taxonomy = from_manifest(manifest or {})
+    except TaxonomyError as exc:
+        report.add(str(exc))
+        taxonomy = builtin("esconv")
     split_of_dialog: dict[int, tuple[str, str]] = {}
     ids_per_split: dict[str, dict[str, set[str]]] = {}
     sft_prompts: dict[tuple[str, str], list] = {}
@@ -110,7 +115,7 @@ def validate(directory: str | Path, trim_tokenizer: str | None = None) -> Report
                 if previous[0] != split:
                     report.row("dialogue in two splits",
                                f"dialog_id {row['dialog_id']} in {previous[1]}/{previous[0]} and {config}/{split}")
-                _check_row(config, row, where, prompts, report, sft_prompts)
+                _check_row(config, row, where, prompts, report, sft_prompts, taxonomy)
             report.summary.append((config, split, len(rows), len(dialogs)))
     _check_same_turns(ids_per_split, report)
     _check_retained(judged_rows, report)
@@ -247,14 +252,20 @@ def _rg_rule(manifest: dict, report: Report) -> RgInstruction | None:
 
 
 def _check_row(config: str, row: dict, where: str, prompts: RgInstruction | None, report: Report,
-               sft_prompts: dict[tuple[str, str], list]) -> None:
+               sft_prompts: dict[tuple[str, str], list], taxonomy: Taxonomy) -> None:
     task = TASK_OF[config]
     pair = config in PAIR_CONFIGS or config in RETAINED_OF
     turn_id = f"{row['dialog_id']}-{row['turn_index']}"
-    if not (re.fullmatch(re.escape(turn_id) + r"-s\d+", row["id"]) if pair else row["id"] == turn_id):
-        report.row("id is not <dialog_id>-<turn_index>" + ("-s<k>" if pair else ""), where)
-    if row["strategy"] not in STRATEGIES:
-        report.row("unknown gold strategy", f"{where} ({row['strategy']!r})")
+    imported = pair and (row["miner"] or {}).get("engine") == IMPORTED  # a pair the source holds (ESC-Pro)
+    if not (re.fullmatch(re.escape(turn_id) + (r"-n\d+" if imported else r"-s\d+"), row["id"]) if pair
+            else row["id"] == turn_id):
+        report.row("id is not <dialog_id>-<turn_index>" + (("-n<k>" if imported else "-s<k>") if pair else ""),
+                   where)
+    if imported and task != "vm":
+        report.row("imported pair outside joint_pairs", where)
+    labels = taxonomy.names
+    if row["strategy"] not in labels:
+        report.row(f"gold strategy not in the {taxonomy.name} taxonomy", f"{where} ({row['strategy']!r})")
     prompt = row["prompt"] or []
     if not prompt or prompt[0]["role"] != "system" or not (prompt[0]["content"] or "").strip():
         report.row("prompt does not start with a non-empty system message", where)
@@ -269,7 +280,9 @@ def _check_row(config: str, row: dict, where: str, prompts: RgInstruction | None
         report.row("empty message in the prompt", where)
     if task == "vm":
         for m in chat:
-            if m["role"] == "assistant" and parse_tagged(m["content"])[0] not in STRATEGIES:
+            tag = parse_tagged(m["content"])[0]
+            # an untagged supporter message: a turn with an empty label, where the taxonomy keeps it as history
+            if m["role"] == "assistant" and tag not in labels and not (tag is None and taxonomy.empty == "skip"):
                 report.row("VM history message without a known [strategy] tag", where)
                 break
     if task == "rg" and prompts is not None and chat:
@@ -296,7 +309,7 @@ def _check_row(config: str, row: dict, where: str, prompts: RgInstruction | None
         report.row("chosen equals rejected", where)
     rejected_strategy = row["rejected_strategy"]
     if task == "sp":
-        if rejected not in STRATEGIES or rejected == row["strategy"]:
+        if rejected not in labels or rejected == row["strategy"]:
             report.row("SP rejected is not a strategy name distinct from the gold one", f"{where} ({rejected!r})")
         if rejected_strategy != rejected:
             report.row("SP rejected_strategy is not the rejected strategy", where)
@@ -307,7 +320,7 @@ def _check_row(config: str, row: dict, where: str, prompts: RgInstruction | None
             report.row("rejected copies chosen (up to case and whitespace)", where)
     elif task == "vm":
         label, reply = parse_tagged(rejected)
-        expected = canonical_strategy(label, synonyms=False) if label is not None else None
+        expected = taxonomy.canonical(label, variants=False) if label is not None else None
         if rejected_strategy != expected:
             report.row("VM rejected_strategy does not match the tag of the rejected output", where)
         if chosen != rejected and is_copy(expected, reply, row["strategy"], parse_tagged(chosen)[1]):

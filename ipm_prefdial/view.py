@@ -36,7 +36,7 @@ from ipm_prefdial.convert import parse_tagged
 from ipm_prefdial.judging import ERROR_TYPES
 from ipm_prefdial.release.features import PAIR_CONFIGS, RETAINED_OF, TASK_OF, data_file
 from ipm_prefdial.release.files import read_rows, write_bytes_atomic
-from ipm_prefdial.strategies import STRATEGIES, canonical_strategy
+from ipm_prefdial.taxonomy import Taxonomy, TaxonomyError, builtin, from_manifest
 
 PAIR_SPLITS = ("train", "validation")
 DIALOGUE_CONFIGS = ("joint_sft", "joint_pairs")  # prompts that hold the history one tagged message per message
@@ -91,12 +91,14 @@ def _normal(text: str) -> str:
     return " ".join(_WORD.findall(body.lower()))
 
 
-def _known_tags(text: str) -> int:
-    return sum(1 for m in _TAG.finditer(text) if canonical_strategy(m.group(1)) is not None)
+def _known_tags(text: str, taxonomy: Taxonomy) -> int:
+    return sum(1 for m in _TAG.finditer(text) if taxonomy.canonical(m.group(1)) is not None)
 
 
-def reply_flags(config: str, chosen: str, rejected: str) -> set[str]:
-    """The text flags of one pair (the judge's flags are added from its verdict)."""
+def reply_flags(config: str, chosen: str, rejected: str, taxonomy: Taxonomy | None = None) -> set[str]:
+    """The text flags of one pair (the judge's flags are added from its verdict); tags are read with the build's
+    taxonomy (ESConv's by default)."""
+    taxonomy = taxonomy or builtin("esconv")
     task = TASK_OF[config]
     flags: set[str] = set()
     if task == "sp":  # the replies are strategy names; the pair exists because they differ
@@ -109,14 +111,14 @@ def reply_flags(config: str, chosen: str, rejected: str) -> set[str]:
     elif 2 * min(len(a), len(b)) >= NEAR_IDENTICAL * (len(a) + len(b)):  # the highest ratio these lengths allow
         if difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= NEAR_IDENTICAL:
             flags.add("near-identical")
-    if task == "rg" and (_known_tags(chosen) or _known_tags(rejected)):
+    if task == "rg" and (_known_tags(chosen, taxonomy) or _known_tags(rejected, taxonomy)):
         flags.add("leftover tag")
     if task == "vm":
         for text in (chosen, rejected):
             strategy, _ = parse_tagged(text)
             if strategy is None:
                 flags.add("untagged reply")
-            if _known_tags(text) > (1 if strategy is not None else 0):
+            if _known_tags(text, taxonomy) > (1 if strategy is not None else 0):
                 flags.add("leftover tag")
     return flags
 
@@ -351,7 +353,11 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0, 
         raise ViewError(f"{root.name}: not a directory (pass a build directory made by `ipm build`)")
     manifest = _read_json(root / "manifest.json", "a build directory has one")
     strings = _Strings()
-    strategies = _Table(STRATEGIES)
+    try:
+        taxonomy = from_manifest(manifest)
+    except TaxonomyError as exc:
+        raise ViewError(str(exc)) from None
+    strategies = _Table(taxonomy.names)
     emotions, problems, statuses = _Table(), _Table(), _Table()
     errors = _Table(LABELS)
 
@@ -408,7 +414,7 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0, 
         system = next((m["content"] for m in row["prompt"] if m["role"] == "system"), None)
         if system is not None:
             systems.setdefault(config, strings(system))
-        flags = reply_flags(config, chosen, rejected)
+        flags = reply_flags(config, chosen, rejected, taxonomy)
         judge, status = row["judge"], _status(row)
         if status.startswith("failed"):
             flags.add("judge failed")
@@ -451,7 +457,7 @@ def collect(build_dir: str | Path, *, sample: int | None = None, seed: int = 0, 
         for role, content in dialogues.get(dialog_id, []):
             if role == "assistant":
                 tag, text = parse_tagged(content)
-                label = canonical_strategy(tag) if tag else None
+                label = taxonomy.canonical(tag) if tag else None
                 messages.append([1, strings(text if label else content), strategies(label)])
             else:
                 messages.append([0, strings(content), -1])
