@@ -7,7 +7,7 @@ requests) can be tested at speed. What it answers:
 - ``response_format`` with a JSON schema: a document valid for that schema (enums picked by a hash, strings
   short sentences); the judge's verdict and the one-field choice object of the ``json_schema`` mode; cut at
   ``max_tokens`` (four characters a token) with ``finish_reason: length``;
-- a system prompt that asks for ``[strategy] reply``: a tag (usually one of the 8 names) and a reply;
+- a system prompt that asks for ``[strategy] reply``: a tag (usually one of the strategies it lists) and a reply;
 - anything else: one to three canned sentences, cut at ``max_tokens`` words (``finish_reason: length``).
 
 Every answered request is appended to ``log`` (one JSON line: the sha256 of the request body, its user text's
@@ -74,7 +74,9 @@ def answer(body: dict) -> tuple[str, str, int, int]:
     system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
     words = " ".join(_pick(SENTENCES, digest, k) for k in range(1 + digest[0] % 3)).split()
     if "square brackets" in system:  # the joint model's format: a tag, then the reply
-        tag = "Made-up" if digest[1] % 10 == 0 else _pick(STRATEGIES, digest, 2)
+        # one of the strategies the system prompt lists ("- Name: definition" lines; ESConv's list is STRATEGIES)
+        listed = tuple(line[2:].split(":")[0] for line in system.split("\n") if line.startswith("- ") and ":" in line)
+        tag = "Made-up" if digest[1] % 10 == 0 else _pick(listed or STRATEGIES, digest, 2)
         words = [f"[{tag}]", *words]
     finish = "stop"
     if len(words) > limit:
