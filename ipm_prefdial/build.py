@@ -76,6 +76,9 @@ def check_config(cfg: BuildConfig) -> None:
     if cfg.context_tokens is not None and cfg.context_tokens <= biggest:
         raise ConfigError(f"--context-tokens {cfg.context_tokens} leaves no room for a prompt next to an answer of "
                           f"up to {biggest} tokens (the largest --*-max-tokens)")
+    if cfg.stage == "import" and cfg.source not in IMPORT_SOURCES:
+        raise ConfigError(f"--stage import: the {cfg.source} source holds no pairs of its own (ESC-Pro's "
+                          "non-preferred replies are such pairs); use --stage sft or all")
     if cfg.taxonomy is not None and cfg.taxonomy not in BUILTIN and not Path(cfg.taxonomy).is_file():
         raise ConfigError(f"--taxonomy {cfg.taxonomy}: neither a built-in taxonomy ({', '.join(BUILTIN)}) nor a file")
     for name in ("cache_dir", "prompts_dir"):
@@ -108,6 +111,7 @@ def check_url(url: str, name: str) -> None:
                           f"not {shown!r}")
 
 
+IMPORT_SOURCES = ("esc-pro",)  # sources holding pairs of their own
 STAGES = ("sft", "import", "all")  # import: the SFT configs and the pairs the source itself holds (ESC-Pro), no LLM
 ON_INVALID = ("error", "skip")
 SHELL_SAFE = re.compile(r"[\w./:@%+=,-]+")
@@ -166,14 +170,13 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     out = Path(cfg.out)
     taxonomy = resolve_taxonomy(cfg)
     prompts = Prompts(Path(cfg.prompts_dir), taxonomy) if cfg.prompts_dir else Prompts(taxonomy=taxonomy)
+    prompts.check_listing()
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
 
     with console.status("reading the source"):
         source = load_source(cfg.source, cfg.source_path, on_invalid=cfg.on_invalid, cache_dir=cache_dir,
                              taxonomy=taxonomy)
-    if cfg.stage == "import" and not any(u.negatives for d in source.dialogues for u in d.utterances):
-        raise ConfigError(f"--stage import: the {cfg.source} source holds no pairs of its own (ESC-Pro's "
-                          "non-preferred replies are such pairs); use --stage sft or all")
+
     method = cfg.resolved_split()
     per_split = assign(source, split_ids(method, source, seed=cfg.seed), cfg.limit)
     counter, trim, no_count = _token_counting(cfg, cache_dir, console)
@@ -192,8 +195,10 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                 progress.advance(task)
 
     mined = None
-    imported = _import_pairs(per_split, prompts, cfg.source, trim) if cfg.stage != "sft" else None
+    imported = (_import_pairs(per_split, prompts, cfg.source, trim)
+                if cfg.stage != "sft" and cfg.source in IMPORT_SOURCES else None)
     by_strategy: dict[str, dict[str, int]] | None = None
+    judge_status: dict[str, dict[str, int]] | None = None
     if cfg.stage == "all":
         from ipm_prefdial.pipeline import dry_run_estimate, mine
 
@@ -202,7 +207,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                                dry_run_estimate(per_split, prompts, cfg, trim))
         mined = mine(per_split, prompts, cfg, console, trim)
         rows.update(mined.rows)
-        by_strategy = mined.by_strategy
+        by_strategy, judge_status = mined.by_strategy, mined.judge_status
     elif cfg.dry_run:
         return BuildResult(out, {}, time.perf_counter() - started, {})
     if imported is not None and imported["rows"]:  # next to the mined pairs, after them; never judged
@@ -214,6 +219,11 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
             rows.setdefault("joint_pairs", {s: [] for s in MINED_SPLITS})[split].extend(imported["rows"][split])
         for row in (r for split in MINED_SPLITS for r in imported["rows"][split]):
             by_strategy[row["strategy"]]["joint_pairs"] = by_strategy[row["strategy"]].get("joint_pairs", 0) + 1
+        # imported rows are never judged: their status is "skipped", counted with the mined rows' statuses
+        judge_status = dict(judge_status or {})
+        per = dict(judge_status.get("joint_pairs", {}))
+        per["skipped"] = per.get("skipped", 0) + sum(len(v) for v in imported["rows"].values())
+        judge_status["joint_pairs"] = dict(sorted(per.items()))
 
     with console.status("measuring prompt lengths"):
         lengths = _prompt_lengths(rows, counter, no_count, exact=trim is not None)
@@ -263,9 +273,9 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         "sampling": mined.sampling if mined else {},
         "mining": mined.mining if mined else None,
         "judge": mined.judge if mined else None,
-        "judge_status": mined.judge_status if mined else None,
+        "judge_status": judge_status,
         "pairs_by_strategy": by_strategy,
-        "imported": None if imported is None or not imported["rows"] else {
+        "imported": None if imported is None else {
             "origin": cfg.source, "config": "joint_pairs", "miner_engine": "import",
             "pairs": {s: len(v) for s, v in imported["rows"].items()}, "dropped_same_as_gold": imported["dropped"]},
         "counts": {c: {s: len(rows[c][s]) for s in CONFIG_SPLITS[c]} for c in rows},
@@ -291,8 +301,6 @@ def _import_pairs(per_split: dict, prompts: Prompts, origin: str, trim) -> dict:
                     rows, dropped = imported_pairs(turn, prompts, origin, trim)
                     out["rows"][split] += rows
                     out["dropped"] += dropped
-    if not any(out["rows"].values()):
-        out["rows"] = {}
     return out
 
 

@@ -142,6 +142,17 @@ class Prompts:
         """The strategy named by the instruction at the end of ``user_content`` (after the separator), or None."""
         return self.rg_rule.parse(user_content)
 
+    def check_listing(self) -> None:
+        """Every system prompt a build sends (SP, RG, VM) names every label of the taxonomy: a template of an older
+        ``--prompts-dir`` that lists strategies of its own would ask for labels the build does not use."""
+        for name in ("sp_system", "rg_system", "vm_system"):
+            text = getattr(self, name)
+            missing = [label for label in self.taxonomy.names if label not in text]
+            if missing:
+                raise PromptError(f"{self.directory / (name + '.j2')}: does not list the {self.taxonomy.name} "
+                                  f"strategies {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} (include "
+                                  "_strategies.j2, which renders {{ strategies }})")
+
     def hashes(self) -> dict[str, str]:
         """sha256 of every rendered prompt (the instruction with a placeholder strategy)."""
         return {

@@ -48,7 +48,7 @@ class Label:
 class Taxonomy:
     name: str
     labels: tuple[Label, ...]
-    variants: Mapping[str, str] = field(default_factory=dict)  # spelling -> label name
+    variants: Mapping[str, str] = field(default_factory=dict, hash=False)  # spelling -> label name
     empty: str = "error"
     example: str | None = None  # "[label] message": the joint prompt's example of its format (optional)
 
@@ -123,9 +123,10 @@ def parse_taxonomy(data: object, source: str) -> Taxonomy:
         if not isinstance(entry, dict) or set(entry) != {"name", "definition"}:
             raise TaxonomyError(f"{where}: expected exactly name and definition")
         label = Label(_text(entry["name"], f"{where}.name"), _text(entry["definition"], f"{where}.definition"))
-        if any(c in label.name for c in "[]()"):
-            raise TaxonomyError(f"{where}.name: {label.name!r} has a bracket or parenthesis, which the joint "
-                                "format '[strategy] reply' cannot carry")
+        if any(c in label.name for c in "[]()|:"):
+            raise TaxonomyError(f"{where}.name: {label.name!r} has a bracket, parenthesis, '|' or ':', which the "
+                                "joint format '[strategy] reply', the prompts' 'name: definition' lines or the "
+                                "card's tables cannot carry")
         if _key(label.name) in seen:
             raise TaxonomyError(f"{where}.name: {label.name!r} repeats labels[{seen[_key(label.name)]}]")
         seen[_key(label.name)] = k

@@ -86,6 +86,7 @@ def validate(directory: str | Path, trim_tokenizer: str | None = None) -> Report
     ids_per_split: dict[str, dict[str, set[str]]] = {}
     sft_prompts: dict[tuple[str, str], list] = {}
     judged_rows: dict[tuple[str, str], list[dict]] = {}  # (config, split) -> rows, for the retained configs
+    statuses: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # config -> judge_status -> rows
     for config, files in configs.items():
         seen_ids: dict[str, str] = {}
         ids_per_split[config] = {}
@@ -116,8 +117,14 @@ def validate(directory: str | Path, trim_tokenizer: str | None = None) -> Report
                     report.row("dialogue in two splits",
                                f"dialog_id {row['dialog_id']} in {previous[1]}/{previous[0]} and {config}/{split}")
                 _check_row(config, row, where, prompts, report, sft_prompts, taxonomy)
+                if config in PAIR_CONFIGS:
+                    statuses[config][row["judge_status"]] += 1
             report.summary.append((config, split, len(rows), len(dialogs)))
     _check_same_turns(ids_per_split, report)
+    for config, recorded in ((manifest or {}).get("judge_status") or {}).items():
+        got = dict(sorted(statuses.get(config, {}).items()))
+        if config in configs and got != {k: v for k, v in recorded.items() if v}:
+            report.add(f"manifest.json: judge_status.{config} = {recorded}, but the rows say {got}")
     _check_retained(judged_rows, report)
     if manifest.get("trim"):
         _check_trim(root, configs, manifest, trim_tokenizer, unreadable, report)

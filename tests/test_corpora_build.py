@@ -106,7 +106,8 @@ def test_extes_manifest_card_and_validate(extes):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["taxonomy"]["name"] == "extes" and len(manifest["taxonomy"]["labels"]) == 16
     assert manifest["source"]["counts"] == {"dialogues": 2, "supporter_turns": 4, "empty_labels_skipped": 2,
-                                            "same_speaker_runs": 2, "ai_objects": 2}
+                                            "same_speaker_runs": 2, "dialogues_without_labelled_turns": 0,
+                                            "ai_objects": 2}
     assert manifest["split"]["method"] == "random"
     assert manifest["strategy_distribution"]["train"]["Offer Hope"] == 1
     assert manifest["strategy_distribution"]["train"]["Clarification"] == 0
@@ -173,6 +174,75 @@ def test_esc_pro_import_makes_pairs_of_its_own_replies(tmp_path):
     result, text = invoke("build", "--source", "extes", "--source-path", corpora.write_extes(tmp_path / "x"),
                           "--stage", "import", "--out", tmp_path / "out2")
     assert result.exit_code == 2 and "--stage import: the extes source holds no pairs of its own" in text, text
+
+
+def test_esc_pro_mined_and_imported_pairs_side_by_side(tmp_path):
+    source = corpora.write_json(tmp_path / "ESC-Pro.json", corpora.esc_pro_records())
+    out = tmp_path / "out"
+    with FakeLLM() as url:
+        result, text = invoke("build", "--source", "esc-pro", "--source-path", source, "--engine", "openai",
+                              "--base-url", url, "--out", out, "--cache-dir", tmp_path / "cache",
+                              "--trim-tokenizer", "none")
+    assert result.exit_code == 0, text
+    pairs = rows(out, "joint_pairs")
+    mined = [r["id"] for r in pairs if r["miner"]["engine"] != "import"]
+    assert [r["id"] for r in pairs if r["miner"]["engine"] == "import"] == ["0-1-n0", "0-1-n1", "1-1-n0"]
+    assert mined == ["0-1-s0", "0-3-s0", "1-1-s0"]  # the fake policy never copies the gold reply
+    manifest = json.loads((out / "manifest.json").read_text())
+    # the judge saw the mined pairs only; the imported ones are counted as skipped next to them
+    assert manifest["judge"]["joint_pairs"]["pairs"] == 3
+    assert manifest["judge_status"]["joint_pairs"] == {"judged": 3, "skipped": 3}
+    assert manifest["pairs_by_strategy"]["Emotional Validation"]["joint_pairs"] == 3  # 1 mined + 2 imported
+    if (out / "data" / "joint_pairs_retained").exists():  # never an imported pair: they are not judged
+        assert not [r["id"] for r in rows(out, "joint_pairs_retained") if "-n" in r["id"]]
+    card = " ".join((out / "README.md").read_text().split())
+    assert "`joint_pairs` | judged 3, skipped 3 |" in card
+    assert "next to the mined pairs (ids `-n<k>` instead of `-s<k>`)" in card
+    result, text = invoke("validate", out)
+    assert result.exit_code == 0, text
+    # a manifest whose judge status counts leave the imported rows out no longer matches its rows
+    manifest["judge_status"]["joint_pairs"] = {"judged": 3}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result, text = invoke("validate", out)
+    assert result.exit_code == 1
+    assert ("manifest.json: judge_status.joint_pairs = {'judged': 3}, but the rows say {'judged': 3, 'skipped': 3}"
+            in text)
+
+
+def test_a_card_of_a_build_from_before_taxonomies_renders(extes):
+    """`ipm publish` renders the card again: an older manifest (no taxonomy, no source counts, no imported) must
+    still give one, with ESConv's labels."""
+    from ipm_prefdial.release.card import render_card
+
+    manifest = json.loads((extes["out"] / "manifest.json").read_text())
+    for key in ("taxonomy", "imported"):
+        del manifest[key]
+    del manifest["source"]["counts"]
+    manifest["source"]["source"] = "esconv"
+    esconv = ("Question", "Restatement or Paraphrasing", "Reflection of feelings", "Self-disclosure",
+              "Affirmation and Reassurance", "Providing Suggestions", "Information", "Others")
+    manifest["strategy_distribution"] = {s: {name: int(name == "Question") for name in esconv}
+                                         for s in manifest["strategy_distribution"]}
+    manifest["pairs_by_strategy"] = {name: {"joint_pairs": 2 * (name == "Question")} for name in esconv}
+    card = render_card(manifest, "old")
+    assert "| Question | ask something that helps the seeker say more about their situation or feelings. | 3 | 2 |" \
+        in card
+    assert "built from ESConv by" in card
+
+
+def test_prompt_templates_that_list_other_strategies_are_refused(tmp_path):
+    from ipm_prefdial.prompts import default_prompts_dir
+
+    (tmp_path / "prompts").mkdir()
+    for template in default_prompts_dir().glob("*.j2"):
+        (tmp_path / "prompts" / template.name).write_text(template.read_text())
+    # an older --prompts-dir whose list of strategies is written out (ESConv's), not rendered from the taxonomy
+    (tmp_path / "prompts" / "_strategies.j2").write_text("- Question: ask.\n- Others: anything else.\n")
+    result, text = invoke("build", "--source", "extes", "--source-path", corpora.write_extes(tmp_path / "c"),
+                          "--stage", "sft", "--prompts-dir", tmp_path / "prompts", "--out", tmp_path / "out")
+    assert result.exit_code == 1, text
+    assert "sp_system.j2: does not list the extes strategies Reflective Statements, Clarification, Emotional " \
+           "Validation, Empathetic Statements ..." in text
 
 
 def test_mesc_from_its_split_files(tmp_path):

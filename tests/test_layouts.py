@@ -23,7 +23,7 @@ from corpora import (
 
 from ipm_prefdial.sources import SourceError
 from ipm_prefdial.sources.layouts import LAYOUTS, load_layout
-from ipm_prefdial.taxonomy import builtin
+from ipm_prefdial.taxonomy import builtin, parse_taxonomy
 
 EXTES_KNOWN = ("Reflective Statements, Clarification, Emotional Validation, Empathetic Statements, Affirmation, "
                "Offer Hope, Avoid Judgment And Criticism, Suggest Options, Collaborative Planning, "
@@ -44,6 +44,7 @@ EXTES_DIALOGUES = [
      ("The quiet will feel less heavy with time.", "Offer Hope")],
 ]
 EXTES_COUNTS = {"dialogues": 2, "supporter_turns": 4, "empty_labels_skipped": 2, "same_speaker_runs": 2,
+                "dialogues_without_labelled_turns": 0,
                 "ai_objects": 2}
 
 
@@ -135,6 +136,7 @@ def test_extes_skip_drops_the_bad_dialogue_and_records_it(tmp_path):
     assert loaded.skipped == [{"dialog_id": 0, "problems": [
         "ExTES.json: dialogue 0: field 'content[4].AI Strategy': unknown strategy 'Foo'"]}]
     assert loaded.counts == {"dialogues": 1, "supporter_turns": 2, "empty_labels_skipped": 0, "same_speaker_runs": 0,
+                             "dialogues_without_labelled_turns": 0,
                              "ai_objects": 1}
 
 
@@ -174,9 +176,18 @@ def test_extes_wrong_types_empty_texts_and_strange_items(tmp_path):
 
 
 def test_extes_dialogue_of_greetings_only_has_no_turn_to_mine(tmp_path):
-    records = [{"scene": "Loneliness", "content": [{"User": "Hi."}, {"AI Strategy": "", "AI": "Hello!"}]}]
-    path = write_extes(tmp_path, records)
-    assert str(_error("extes", path)) == f"{path}: dialogue 0: field 'content': no supporter utterance with a strategy"
+    # the taxonomy allows empty labels: such a dialogue is dropped and counted; the others are read
+    records = [{"scene": "Loneliness", "content": [{"User": "Hi."}, {"AI Strategy": "", "AI": "Hello!"}]},
+               *extes_records()]
+    loaded = load_layout("extes", write_extes(tmp_path, records), builtin("extes"))
+    assert [d.dialog_id for d in loaded.dialogues] == [1, 2]
+    assert loaded.counts["dialogues_without_labelled_turns"] == 1 and loaded.counts["dialogues"] == 2
+    # where an empty label is an error (a taxonomy without `empty: skip`), it is one, named
+    strict = parse_taxonomy({**builtin("extes").as_dict(), "empty": "error"}, "strict.yaml")
+    with pytest.raises(SourceError) as caught:
+        load_layout("extes", tmp_path / "ExTES.json", strict)
+    assert caught.value.problems[0] == (f"{tmp_path / 'ExTES.json'}: dialogue 0: field 'content[1].AI Strategy': "
+                                        "supporter utterance without a strategy")
 
 
 def test_extes_empty_label_is_a_problem_where_the_taxonomy_says_error(tmp_path):
@@ -227,6 +238,7 @@ def test_mesc_split_files_give_the_split_and_take_clean_text_from_the_csv(tmp_pa
                                                           "Anxiety"]
     assert [d.emotion_type for d in loaded.dialogues] == [None, None, None, None]
     assert loaded.counts == {"dialogues": 4, "supporter_turns": 5, "empty_labels_skipped": 0, "same_speaker_runs": 1,
+                             "dialogues_without_labelled_turns": 0,
                              "descriptions_stripped": 11, "csv_matched": 3, "csv_unmatched": 1}
     info = loaded.info
     assert (info["file"], info["files"], info["layout"]) == ("MESC", ["train.json", "val.json", "test.json"], "mesc")
@@ -244,6 +256,7 @@ def test_mesc_without_the_csv_strips_the_glued_descriptions(tmp_path):
         ("You kept going back, that takes grit.", "Approval")]
     assert [_turns(d) for d in loaded.dialogues[1:]] == MESC_WITH_CSV[1:]
     assert loaded.counts == {"dialogues": 4, "supporter_turns": 5, "empty_labels_skipped": 0, "same_speaker_runs": 1,
+                             "dialogues_without_labelled_turns": 0,
                              "descriptions_stripped": 11, "csv_matched": 0, "csv_unmatched": 0}
     assert loaded.info["files"] == ["train.txt", "val.txt", "test.txt"] and "csv" not in loaded.info
 
@@ -315,7 +328,7 @@ def test_esc_pro_keeps_the_non_preferred_replies_on_their_turn(tmp_path):
         ]
         assert [d.problem_type for d in loaded.dialogues] == ["Breakups or Divorce", "Academic Stress"]
         assert loaded.counts == {"dialogues": 2, "supporter_turns": 3, "empty_labels_skipped": 0,
-                                 "same_speaker_runs": 0, "negatives": 3}
+                                 "same_speaker_runs": 0, "dialogues_without_labelled_turns": 0, "negatives": 3}
         assert loaded.info == {"source": "esc-pro", "file": "ESC-Pro.json", "layout": "esc-pro",
                                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 

@@ -84,7 +84,11 @@ GOOD = {"name": "mine", "empty": "skip",
     ({"labels": [{"name": "Ask", "definition": "a"}, {"name": "Tell", "definition": "one\ntwo"}]},
      "t.yaml: labels[1].definition: must be one line"),
     ({"labels": [{"name": "Ask", "definition": "a"}, {"name": "Tell [more]", "definition": "b"}]},
-     "t.yaml: labels[1].name: 'Tell [more]' has a bracket"),
+     "t.yaml: labels[1].name: 'Tell [more]' has a bracket, parenthesis, '|' or ':'"),
+    ({"labels": [{"name": "Ask", "definition": "a"}, {"name": "Tell | probe", "definition": "b"}]},
+     "t.yaml: labels[1].name: 'Tell | probe' has a bracket, parenthesis, '|' or ':'"),
+    ({"labels": [{"name": "Ask", "definition": "a"}, {"name": "Tell: more", "definition": "b"}]},
+     "t.yaml: labels[1].name: 'Tell: more' has a bracket"),
     ({"labels": [{"name": "Ask", "definition": "a"}, {"name": "Tell"}]},
      "t.yaml: labels[1]: expected exactly name and definition"),
     ({"variants": {"Asking": "Query"}}, "t.yaml: variants['Asking']: 'Query' is not one of the labels"),
@@ -135,7 +139,8 @@ def test_a_taxonomy_goes_into_the_manifest_and_back():
     assert from_manifest({"taxonomy": mesc.as_dict()}) == mesc
     assert from_manifest({}) == builtin("esconv")  # builds from before taxonomies
     recorded = builtin("esc-pro").as_dict()
-    assert recorded["labels"][0] == {"name": "Emotional Validation", "definition": recorded["labels"][0]["definition"]}
+    assert recorded["labels"][0] == {"name": "Emotional Validation", "definition": "acknowledge the seeker's feelings "
+                                     "as real and understandable, without judging them."}
     assert recorded["empty"] == "error" and recorded["name"] == "esc-pro"
     broken = {**recorded, "labels": recorded["labels"][:1]}
     with pytest.raises(TaxonomyError, match=r"^manifest.json: taxonomy: field labels: a list of at least two"):

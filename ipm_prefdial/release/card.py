@@ -69,10 +69,11 @@ def metadata(manifest: dict) -> dict:
             "dataset_size": sum(f["arrow_bytes"] for f in files.values()),
         })
     total = sum(n for per in counts.values() for n in per.values())
-    tags = ["emotional-support", manifest["source"]["source"], "dialogue", "sft"]
-    if manifest["stage"] == "all":
-        tags += ["preference", "dpo"]
+    tags = ["emotional-support", *([] if manifest["source"]["source"] == "json" else [manifest["source"]["source"]]),
+            "dialogue", "sft"]
     if any(n for c in PAIR_CONFIGS for n in counts.get(c, {}).values()):
+        tags += ["preference", "dpo"]
+    if manifest.get("mining") and any(n for c in PAIR_CONFIGS for n in counts.get(c, {}).values()):
         tags.append("synthetic")  # a model wrote the rejected sides
     return {
         "license": "cc-by-nc-4.0",

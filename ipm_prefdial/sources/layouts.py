@@ -427,6 +427,10 @@ def _parse_esc_pro(record: object, where: str, p: _Parse, local: Counter) -> Par
             continue
         strategy = p.label(message.get("strategy"), where, f"{key}.strategy", local)
         negatives = _negatives(negative, where, f"{key}.negative", p)
+        if strategy == "" and negatives:  # a turn the taxonomy does not mine cannot be the chosen side of a pair
+            p.problems.append(f"{where}: field '{key}.negative': non-preferred replies on a message with an empty "
+                              "strategy (not a turn to mine)")
+            continue
         if text is not None and strategy is not None and negatives is not None:
             utterances.append(Utterance(text, strategy, negatives))
             local["negatives"] += len(negatives)
@@ -480,6 +484,10 @@ def _assemble(records: list[tuple[_File, int, int, object]], layout: str, parser
                 p.counts.update(local)
                 p.counts["same_speaker_runs"] += _runs(utterances)
                 continue
+            if local["empty_labels_skipped"] and taxonomy.empty == "skip":
+                # only greetings and closings: nothing to mine, which the taxonomy allows; dropped and counted
+                p.counts["dialogues_without_labelled_turns"] += 1
+                continue
             key = {"extes": "content", "mesc": "dialog", "esc-pro": "messages"}[layout]
             p.problems.append(f"{where}: field '{key}': no supporter utterance"
                               + (" with a strategy" if local["empty_labels_skipped"] else ""))
@@ -493,7 +501,8 @@ def _assemble(records: list[tuple[_File, int, int, object]], layout: str, parser
     counts = {"dialogues": len(dialogues),
               "supporter_turns": sum(1 for d in dialogues for u in d.utterances if u.strategy),
               "empty_labels_skipped": p.counts["empty_labels_skipped"],
-              "same_speaker_runs": p.counts["same_speaker_runs"]}
+              "same_speaker_runs": p.counts["same_speaker_runs"],
+              "dialogues_without_labelled_turns": p.counts["dialogues_without_labelled_turns"]}
     counts.update({name: p.counts[name] for name in LAYOUT_COUNTS[layout]})
     return LoadedSource(dialogues, info, None, skipped, counts)
 
