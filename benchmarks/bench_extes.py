@@ -326,10 +326,9 @@ def report(name: str, r: dict) -> None:
 def part_profile(path: Path, tokenizer: str, concurrency: int) -> None:
     import pstats
 
-    with tempfile.TemporaryDirectory(prefix="bench-extes-prof-") as tmp:
-        prof = Path(tmp) / "driver.prof"
-        r = full(path, tokenizer, "profile", ["--concurrency", str(concurrency)], profile=prof)
-        stats = pstats.Stats(str(prof))
+    prof = path.parent / "driver.prof"  # kept for a closer look: python -m pstats PATH
+    r = full(path, tokenizer, "profile", ["--concurrency", str(concurrency)], profile=prof)
+    stats = pstats.Stats(str(prof))
     sent = sum(info["accounting"]["sent"] for part in ("mining", "judge")
                for info in (r["manifest"].get(part) or {}).values())
     areas: dict[str, float] = {}
@@ -344,6 +343,7 @@ def part_profile(path: Path, tokenizer: str, concurrency: int) -> None:
     stats.sort_stats("tottime").print_stats(20)
     print("top functions by cumulative time:")
     stats.sort_stats("cumulative").print_stats(30)
+    print(f"the profile: {prof}")
 
 
 def main() -> None:

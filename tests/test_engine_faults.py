@@ -683,3 +683,34 @@ def test_idle_time_is_not_time_without_an_answer():
     time.sleep(0.35)
     with pytest.raises(EngineStop, match="no answer for 0.3 s: the last of 3 failed attempts"):
         breaker.failed("server_error", "HTTP 503")
+
+
+def test_requests_go_through_the_proxy_the_environment_names(serve, cache, monkeypatch):
+    """HTTP_PROXY / NO_PROXY are read once per session (aiohttp's trust_env read them, and ~/.netrc, in threads for
+    every request): a request to an endpoint behind the proxy reaches the proxy in absolute form."""
+    from urllib.parse import urlsplit
+
+    from ipm_prefdial.engines.openai_http import env_proxy
+
+    proxy = serve()
+    seen: list[str] = []
+
+    class AbsoluteForm(proxy.httpd.RequestHandlerClass):
+        def parse_request(self):
+            ok = super().parse_request()
+            seen.append(self.path)
+            self.path = urlsplit(self.path).path  # answer as the endpoint would
+            return ok
+
+    proxy.httpd.RequestHandlerClass = AbsoluteForm
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    assert env_proxy("http://api.invalid:8000/v1") == proxy.url
+    assert env_proxy("https://api.invalid/v1") is None  # no HTTPS_PROXY
+    engine = OpenAIEngine("http://api.invalid:8000/v1", "fake", concurrency=1, timeout=TIMEOUT, max_attempts=1)
+    [result], _ = run(proxy, [req()], cache, engine=engine)
+    assert result.ok and result.text == "Fine, thanks."
+    assert seen == ["http://api.invalid:8000/v1/models", "http://api.invalid:8000/v1/chat/completions"]
+    monkeypatch.setenv("NO_PROXY", "api.invalid,localhost")
+    assert env_proxy("http://api.invalid:8000/v1") is None

@@ -30,6 +30,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 
@@ -46,6 +47,17 @@ from ipm_prefdial.engines.base import (
     failure,
     stream_grouped,
 )
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``, unless ``NO_PROXY``
+    lists its host), or None: what aiohttp's ``trust_env`` would find, found once."""
+    parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
+
 
 # How a Choice is enforced: llama.cpp takes a GBNF grammar, or, where it was built with llguidance (the embedded
 # xllamacpp server is), a Lark grammar, which is several times faster on a 49k-token vocabulary; vLLM takes its
@@ -157,8 +169,11 @@ class OpenAIEngine(Engine):
         headers.update(self._headers)  # the user's headers win (a gateway's own Authorization, say)
         # aiohttp rather than httpx: httpx's connection pool costs about 1 ms of CPU a request (it scans every
         # connection for each one), which made the client, not the server, the limit of a fast build
+        # the proxy of the environment (HTTPS_PROXY, NO_PROXY, ...) is looked up once: aiohttp's trust_env looks it
+        # (and ~/.netrc) up again for every request, in threads, about 0.4 ms of CPU a request
+        self._proxy = env_proxy(self.base_url)
         self._client = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout), trust_env=True,
+            headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout), proxy=self._proxy,
             connector=aiohttp.TCPConnector(limit=max(1, self.concurrency or 1)))
         try:
             await self._preflight()
