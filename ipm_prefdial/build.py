@@ -19,12 +19,20 @@ from ipm_prefdial.convert import sft_rows, turns
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.card import render_card
-from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, TASK_OF, data_file
-from ipm_prefdial.release.files import sha256_file, write_bytes_atomic, write_parquet_atomic
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, TASK_OF
+from ipm_prefdial.release.files import DataFiles, stale_temp_files, write_bytes_atomic
 from ipm_prefdial.sources import load_source
 from ipm_prefdial.splits import SPLIT_METHODS, SPLITS, assign, split_ids
 from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, builtin, load_taxonomy
-from ipm_prefdial.tokens import SAMPLE_ROWS, TokenCounter, TokenizerError, Trimmer, length_stats, load_tokenizer
+from ipm_prefdial.tokens import (
+    SAMPLE_ROWS,
+    TokenCounter,
+    TokenizerError,
+    Trimmer,
+    length_stats,
+    load_tokenizer,
+    sample_rows,
+)
 
 BUILD_FILES = ("README.md", "manifest.json", "data")  # everything a build may write in its directory
 
@@ -181,61 +189,71 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     per_split = assign(source, split_ids(method, source, seed=cfg.seed), cfg.limit)
     counter, trim, no_count = _token_counting(cfg, cache_dir, console)
 
-    rows: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in SPLITS} for c in SFT_CONFIGS}
-    distribution = {s: Counter() for s in SPLITS}
-    total = sum(len(v) for v in per_split.values())
-    with progress_bar(console) as progress:
-        task = progress.add_task("converting dialogues", total=total)
-        for split in SPLITS:
-            for dialogue in per_split[split]:
-                for turn in turns(dialogue):
-                    for config, row in sft_rows(turn, prompts, trim).items():
-                        rows[config][split].append(row)
-                    distribution[split][turn.strategy] += 1
-                progress.advance(task)
+    # The files are put in place together at the end; a build that stops before leaves the directory as it was.
+    with DataFiles(out, FEATURES) as data:
+        # The SFT rows go to their parquet files as they are made (a row group at a time); the prompts whose length
+        # in tokens the card reports are kept (a seeded sample, or all of them when the build trims).
+        counts: dict[str, dict[str, int]] = {c: {s: 0 for s in SPLITS} for c in SFT_CONFIGS}
+        total = sum(len(v) for v in per_split.values())
+        turns_total = sum(_labelled(d) for split in SPLITS for d in per_split[split])
+        measured = None if cfg.dry_run else _LengthSample(counter, turns_total, exact=trim is not None)
+        distribution = {s: Counter() for s in SPLITS}
+        with progress_bar(console) as progress:
+            task = progress.add_task("converting dialogues", total=total)
+            for split in SPLITS:
+                for dialogue in per_split[split]:
+                    for turn in turns(dialogue):
+                        for config, row in sft_rows(turn, prompts, trim).items():
+                            if not cfg.dry_run:
+                                data.sink(config, split).add(row)
+                                if measured is not None:
+                                    measured.add(config, row["prompt"])
+                            counts[config][split] += 1
+                        distribution[split][turn.strategy] += 1
+                    progress.advance(task)
 
-    mined = None
-    imported = (_import_pairs(per_split, prompts, cfg.source, trim)
-                if cfg.stage != "sft" and cfg.source in IMPORT_SOURCES else None)
-    by_strategy: dict[str, dict[str, int]] | None = None
-    judge_status: dict[str, dict[str, int]] | None = None
-    if cfg.stage == "all":
-        from ipm_prefdial.pipeline import dry_run_estimate, mine
+        rows: dict[str, dict[str, list[dict]]] = {}
+        mined = None
+        imported = (_import_pairs(per_split, prompts, cfg.source, trim)
+                    if cfg.stage != "sft" and cfg.source in IMPORT_SOURCES else None)
+        by_strategy: dict[str, dict[str, int]] | None = None
+        judge_status: dict[str, dict[str, int]] | None = None
+        if cfg.stage == "all":
+            from ipm_prefdial.pipeline import dry_run_estimate, mine
 
-        if cfg.dry_run:
-            return BuildResult(out, {}, time.perf_counter() - started,
-                               dry_run_estimate(per_split, prompts, cfg, trim))
-        mined = mine(per_split, prompts, cfg, console, trim)
-        rows.update(mined.rows)
-        by_strategy, judge_status = mined.by_strategy, mined.judge_status
-    elif cfg.dry_run:
-        return BuildResult(out, {}, time.perf_counter() - started, {})
-    if imported is not None and imported["rows"]:  # next to the mined pairs, after them; never judged
-        from ipm_prefdial.mining import MINED_SPLITS
+            if cfg.dry_run:
+                return BuildResult(out, {}, time.perf_counter() - started,
+                                   dry_run_estimate(per_split, prompts, cfg, trim))
+            mined = mine(per_split, prompts, cfg, console, trim)
+            rows.update(mined.rows)
+            mined.rows = {}
+            by_strategy, judge_status = mined.by_strategy, mined.judge_status
+        elif cfg.dry_run:
+            return BuildResult(out, {}, time.perf_counter() - started, {})
+        if imported is not None and imported["rows"]:  # next to the mined pairs, after them; never judged
+            from ipm_prefdial.mining import MINED_SPLITS
 
-        by_strategy = by_strategy or {s: {} for s in taxonomy.names}
+            by_strategy = by_strategy or {s: {} for s in taxonomy.names}
 
-        for split in MINED_SPLITS:
-            rows.setdefault("joint_pairs", {s: [] for s in MINED_SPLITS})[split].extend(imported["rows"][split])
-        for row in (r for split in MINED_SPLITS for r in imported["rows"][split]):
-            by_strategy[row["strategy"]]["joint_pairs"] = by_strategy[row["strategy"]].get("joint_pairs", 0) + 1
-        # imported rows are never judged: their status is "skipped", counted with the mined rows' statuses
-        judge_status = dict(judge_status or {})
-        per = dict(judge_status.get("joint_pairs", {}))
-        per["skipped"] = per.get("skipped", 0) + sum(len(v) for v in imported["rows"].values())
-        judge_status["joint_pairs"] = dict(sorted(per.items()))
+            for split in MINED_SPLITS:
+                rows.setdefault("joint_pairs", {s: [] for s in MINED_SPLITS})[split].extend(imported["rows"][split])
+            for row in (r for split in MINED_SPLITS for r in imported["rows"][split]):
+                by_strategy[row["strategy"]]["joint_pairs"] = by_strategy[row["strategy"]].get("joint_pairs", 0) + 1
+            # imported rows are never judged: their status is "skipped", counted with the mined rows' statuses
+            judge_status = dict(judge_status or {})
+            per = dict(judge_status.get("joint_pairs", {}))
+            per["skipped"] = per.get("skipped", 0) + sum(len(v) for v in imported["rows"].values())
+            judge_status["joint_pairs"] = dict(sorted(per.items()))
 
-    with console.status("measuring prompt lengths"):
-        lengths = _prompt_lengths(rows, counter, no_count, exact=trim is not None)
-    files: dict[str, dict] = {}
-    for config in rows:
-        for split in CONFIG_SPLITS[config]:
-            if not rows[config][split]:  # load_dataset cannot open an empty split: none is written or listed
-                continue
-            rel = data_file(config, split)
-            table = write_parquet_atomic(out / rel, rows[config][split], FEATURES[config])
-            files[rel] = {"rows": table.num_rows, "bytes": (out / rel).stat().st_size,
-                          "arrow_bytes": table.nbytes, "sha256": sha256_file(out / rel)}
+        with console.status("measuring prompt lengths"):
+            lengths = measured.stats(no_count) if measured is not None else {"tokenizer": None, "note": no_count}
+        # the pair rows go to their files a config at a time, each list let go once written
+        for config in list(rows):
+            counts[config] = {split: len(rows[config].get(split, [])) for split in CONFIG_SPLITS[config]}
+            for split in CONFIG_SPLITS[config]:
+                data.sink(config, split).extend(rows[config].get(split, []))
+            del rows[config]
+        files = data.commit()
     _remove_stale(out, files)
 
     manifest = {
@@ -278,7 +296,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         "imported": None if imported is None else {
             "origin": cfg.source, "config": "joint_pairs", "miner_engine": "import",
             "pairs": {s: len(v) for s, v in imported["rows"].items()}, "dropped_same_as_gold": imported["dropped"]},
-        "counts": {c: {s: len(rows[c][s]) for s in CONFIG_SPLITS[c]} for c in rows},
+        "counts": counts,
         "strategy_distribution": {s: {name: distribution[s][name] for name in taxonomy.names} for s in SPLITS},
         "files": files,
     }
@@ -326,16 +344,40 @@ def _token_counting(cfg: BuildConfig, cache_dir: Path | None, console: Console):
     return counter, Trimmer(counter, cfg.trim_tokens, limits), None
 
 
-def _prompt_lengths(rows: dict, counter: TokenCounter | None, no_count: str | None, exact: bool) -> dict:
-    """Prompt lengths in tokens per SFT config (pair prompts are the same prompts): all rows of a trimmed build,
-    a seeded sample otherwise."""
-    if counter is None:
-        return {"tokenizer": None, "note": no_count}
-    out: dict = {"tokenizer": counter.name}
-    for config in SFT_CONFIGS:
-        prompts = [r["prompt"] for split in SPLITS for r in rows[config][split]]
-        out[config] = length_stats(counter, prompts, sample=None if exact else SAMPLE_ROWS)
-    return out
+def _labelled(dialogue) -> int:
+    """The turns ``convert.turns`` makes of a dialogue: its supporter utterances with a label."""
+    return sum(1 for u in dialogue.utterances if u.strategy)
+
+
+class _LengthSample:
+    """Prompt lengths in tokens per SFT config (pair prompts are the same prompts), for the card: all rows of a
+    trimmed build, a seeded sample of ``SAMPLE_ROWS`` otherwise (chosen by row number, so only the sampled prompts
+    are kept while the rows stream to their files)."""
+
+    def __init__(self, counter: TokenCounter | None, rows: int, exact: bool):
+        self.counter = counter
+        self.rows = rows
+        self.sample = None if exact else SAMPLE_ROWS
+        self.picked = sample_rows(rows, self.sample)
+        self.seen: dict[str, int] = {c: 0 for c in SFT_CONFIGS}
+        self.kept: dict[str, list] = {c: [] for c in SFT_CONFIGS}
+
+    def add(self, config: str, prompt: list[dict]) -> None:
+        if self.counter is None:
+            return
+        index = self.seen[config]
+        self.seen[config] += 1
+        if self.picked is None or index in self.picked:
+            self.kept[config].append(prompt)
+
+    def stats(self, no_count: str | None) -> dict:
+        if self.counter is None:
+            return {"tokenizer": None, "note": no_count}
+        out: dict = {"tokenizer": self.counter.name}
+        for config in SFT_CONFIGS:
+            assert self.seen[config] == self.rows, (config, self.seen[config], self.rows)
+            out[config] = length_stats(self.counter, self.kept[config], rows=self.rows)
+        return out
 
 
 # Options that may hold a local path: a build records only the last part (a file or folder name), since a build
@@ -383,7 +425,8 @@ def rerun_command(recorded: dict) -> str:
 
 
 def _remove_stale(out: Path, keep: dict[str, dict]) -> None:
-    """Parquet files of known configs that this build did not write are from an older build: remove them."""
+    """Parquet files of known configs that this build did not write are from an older build, and temp files are
+    from a build that was killed: remove them."""
     for config in FEATURES:
         folder = out / "data" / config
         if not folder.is_dir():
@@ -391,6 +434,8 @@ def _remove_stale(out: Path, keep: dict[str, dict]) -> None:
         for path in folder.glob("*.parquet"):
             if path.relative_to(out).as_posix() not in keep:
                 path.unlink()
+        for path in stale_temp_files(folder):
+            path.unlink(missing_ok=True)
         if not any(folder.iterdir()):
             folder.rmdir()
 

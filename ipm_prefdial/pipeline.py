@@ -26,6 +26,8 @@ from ipm_prefdial.sources import Dialogue
 from ipm_prefdial.sources.download import default_cache_dir
 from ipm_prefdial.tokens import Trimmer
 
+JUDGE_PART = 8192  # judge requests made and run at a time
+
 
 @dataclass
 class MiningOutput:
@@ -257,8 +259,10 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
             for engine in instances.values():  # the Ray executor shows a line per worker
                 getattr(engine, "attach_progress", lambda _: None)(progress)
             all_turns = mined_turns(per_split)
+            turn_count = sum(len(v) for v in all_turns.values())
             jobs = {task: [(split, t, r) for split in MINED_SPLITS for t in all_turns[split]
                            for r in policy_requests(task, t, prompts, policy, trim)] for task in TASKS}
+            del all_turns
             stats_by: dict[str, Stats] = {}
             results_by: dict[str, list] = {}
             # The tasks that share an engine run as one batch: every slot busy, each dialogue of each task on
@@ -293,7 +297,8 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
                 outcomes: Counter = Counter()
                 miner = {"engine": engine.name, "model": engine.display_name}
                 config = PAIR_CONFIG[task]
-                for (split, turn, request), result in zip(jobs[task], results_by[task], strict=True):
+                # the task's requests and answers are let go once its pairs are made (the judge asks anew)
+                for (split, turn, request), result in zip(jobs.pop(task), results_by.pop(task), strict=True):
                     sent = engine.fit(request)[0]  # what the policy was asked: its seed and sha256 go in the row
                     row, outcome = make_pair(task, turn, request, result, miner, engine.identity, sent,
                                              prompts.taxonomy)
@@ -303,7 +308,7 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
                         turn_of[row["id"]] = turn
                         by_strategy[config][turn.strategy] += 1
                 mining[task] = {"accounting": stats_by.get(task, Stats()).as_dict(),
-                                "turns": sum(len(v) for v in all_turns.values()),
+                                "turns": turn_count,
                                 "samples": policy.samples, "outcomes": dict(sorted(outcomes.items())),
                                 "pairs": {s: len(rows[config][s]) for s in MINED_SPLITS}}
                 if task == "sp":
@@ -339,28 +344,32 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
 
 async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: Prompts, cfg: BuildConfig,
                  cache: RequestCache | None, progress, by_strategy: dict[str, Counter], estimate: Estimate) -> dict:
+    """The judge's verdict on every response-level pair, in parts of ``JUDGE_PART`` requests: a part's requests
+    and answers are let go once its rows hold their verdicts, so memory does not grow with the build."""
     sampling = Sampling(cfg.judge_temperature, 1.0, cfg.judge_max_tokens)
     report: dict[str, dict] = {}
     targets = {config: [row for split in MINED_SPLITS for row in rows[config][split]] for config in JUDGED_CONFIGS}
     batch = [(config, row) for config in JUDGED_CONFIGS for row in targets[config]]
-    requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for config, row in batch]
     stats_by: dict[str, Stats] = {}
     estimate.judge_max = 0  # the judge's own requests are counted now (the engine starts when one must be sent)
-    results = await run_requests(engine, requests, cache=cache, retry_failed=cfg.retry_failed, progress=progress,
-                                 description="judging", labels=[config for config, _ in batch], stats_by=stats_by,
-                                 on_first=estimate.hook(0))
-    offset = 0
+    bar = progress.add_task("judging", total=len(batch)) if progress else None
+    for start in range(0, len(batch), JUDGE_PART):
+        part = batch[start: start + JUDGE_PART]
+        requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for config, row in part]
+        results = await run_requests(engine, requests, cache=cache, retry_failed=cfg.retry_failed,
+                                     progress=progress, progress_task=bar, labels=[config for config, _ in part],
+                                     stats_by=stats_by, on_first=estimate.hook(0))
+        for (config, row), result in zip(part, results, strict=True):
+            row["judge"] = verdict(config, row["id"], result, engine.display_name)
+            row["judge_status"] = judge_status(result)
+        del requests, results
     for config in JUDGED_CONFIGS:
-        config_results = results[offset: offset + len(targets[config])]
-        offset += len(targets[config])
         stats = stats_by.get(config, Stats())
         chosen_errors: Counter = Counter()
         rejected_errors: Counter = Counter()
         retained = failed = 0
         status: Counter = Counter()
-        for row, result in zip(targets[config], config_results, strict=True):
-            row["judge"] = verdict(config, row["id"], result, engine.display_name)
-            row["judge_status"] = judge_status(result)
+        for row in targets[config]:
             status[row["judge_status"]] += 1
             if row["judge"] is None:
                 failed += 1

@@ -129,14 +129,17 @@ class Trimmer:
         return self._done[key]
 
 
-def length_stats(counter: TokenCounter, prompts: Sequence[Sequence[dict]], *, sample: int | None = SAMPLE_ROWS,
-                 seed: int = 0) -> dict:
-    """Percentiles of prompt length in tokens (all prompts, or a seeded sample of ``sample``), and how many are
-    over TRL's default max_length (counted on the sample and scaled to all rows when sampled)."""
-    rows = len(prompts)
-    picked = list(prompts)
-    if sample is not None and rows > sample:
-        picked = [prompts[i] for i in sorted(random.Random(seed).sample(range(rows), sample))]
+def sample_rows(rows: int, sample: int | None = SAMPLE_ROWS, seed: int = 0) -> set[int] | None:
+    """The row numbers whose prompts a card measures: a seeded sample of ``sample`` of ``rows``; None: all."""
+    if sample is None or rows <= sample:
+        return None
+    return set(random.Random(seed).sample(range(rows), sample))
+
+
+def length_stats(counter: TokenCounter, picked: Sequence[Sequence[dict]], *, rows: int) -> dict:
+    """Percentiles of prompt length in tokens of the ``picked`` prompts (all ``rows`` of them, or the sample
+    ``sample_rows`` chose, in row order), and how many are over TRL's default max_length (counted on the sample and
+    scaled to all rows when sampled)."""
     lengths = sorted(counter.prompts(picked))
     if not lengths:
         return {"rows": 0, "of": rows}

@@ -100,6 +100,7 @@ def test_build_touches_nothing_else_and_drops_stale_files(tmp_path):
     (out / "data" / "joint_sft").mkdir(parents=True)
     (out / ".gitattributes").write_text("*.parquet filter=lfs")
     (out / "data" / "joint_sft" / "old-00000-of-00001.parquet").write_bytes(b"stale")
+    (out / "data" / "joint_sft" / ".train-00000-of-00001.parquet.4242.tmp").write_bytes(b"a killed build's")
     build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out), limit=2))
     assert (out / ".gitattributes").read_text() == "*.parquet filter=lfs"
     assert sorted(p.name for p in out.iterdir()) == [".gitattributes", "README.md", "data", "manifest.json"]

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from ipm_prefdial.engines.base import EXIT_REFUSED, TRANSIENT, ChatRequest, ChatResult, Engine, EngineStop
 from ipm_prefdial.engines.cache import RequestCache
@@ -115,7 +115,8 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
                        retry_failed: bool = False, progress: Progress | None = None, description: str = "requests",
                        stats: Stats | None = None, labels: Sequence[str] | None = None,
                        stats_by: dict[str, Stats] | None = None,
-                       on_first: Callable[[int, float, int], None] | None = None) -> list[ChatResult]:
+                       on_first: Callable[[int, float, int], None] | None = None,
+                       progress_task: TaskID | None = None) -> list[ChatResult]:
     """One result per request, in order. Cached answers are not re-sent; every new result is committed as it
     arrives, so a killed run loses nothing that was answered.
 
@@ -124,7 +125,9 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     a label's ``wall_s`` is the time until its last result.
 
     ``on_first(answered, seconds, left)`` is called once, after the first ``FIRST_ANSWERS`` new answers (or all of
-    them, when fewer are sent), with the time they took from the first send: what an estimate is made from."""
+    them, when fewer are sent), with the time they took from the first send: what an estimate is made from.
+
+    ``progress_task``: a bar of ``progress`` to advance instead of a new one (a batch run in parts, one bar)."""
     stats = stats if stats is not None else Stats()
     if labels is not None:
         assert stats_by is not None and len(labels) == len(requests)
@@ -149,8 +152,12 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
                 book.merged += 1
             else:
                 book.sent += 1
-    task = progress.add_task(description, total=len(requests), completed=len(requests) - len(plan.pending)) \
-        if progress else None
+    task = progress_task
+    known = len(requests) - len(plan.pending) - len(plan.merged)  # answered before anything is sent
+    if progress and task is not None:
+        progress.advance(task, known)
+    elif progress:
+        task = progress.add_task(description, total=len(requests), completed=known)
     if plan.pending:
         first_at, fresh, report_at = time.perf_counter(), 0, min(FIRST_ANSWERS, len(plan.pending))
         refused: list[str] = []  # client errors recorded in this run
