@@ -15,7 +15,7 @@ from rich.console import Console
 
 from ipm_prefdial import __version__
 from ipm_prefdial.config import RANGES, BuildConfig, ConfigError, check_headers, check_range, option
-from ipm_prefdial.convert import sft_rows, turns
+from ipm_prefdial.convert import sft_rows, turn_count, turns
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.release.card import render_card
@@ -195,8 +195,8 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         # in tokens the card reports are kept (a seeded sample, or all of them when the build trims).
         counts: dict[str, dict[str, int]] = {c: {s: 0 for s in SPLITS} for c in SFT_CONFIGS}
         total = sum(len(v) for v in per_split.values())
-        turns_total = sum(_labelled(d) for split in SPLITS for d in per_split[split])
-        measured = None if cfg.dry_run else _LengthSample(counter, turns_total, exact=trim is not None)
+        measured = None if cfg.dry_run or counter is None else _LengthSample(
+            counter, sum(turn_count(d) for split in SPLITS for d in per_split[split]), exact=trim is not None)
         distribution = {s: Counter() for s in SPLITS}
         with progress_bar(console) as progress:
             task = progress.add_task("converting dialogues", total=total)
@@ -226,7 +226,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                                    dry_run_estimate(per_split, prompts, cfg, trim))
             mined = mine(per_split, prompts, cfg, console, trim)
             rows.update(mined.rows)
-            mined.rows = {}
+            mined.rows = {}  # the rows are held here only, so each config's are let go once written
             by_strategy, judge_status = mined.by_strategy, mined.judge_status
         elif cfg.dry_run:
             return BuildResult(out, {}, time.perf_counter() - started, {})
@@ -246,7 +246,7 @@ def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
             judge_status["joint_pairs"] = dict(sorted(per.items()))
 
         with console.status("measuring prompt lengths"):
-            lengths = measured.stats(no_count) if measured is not None else {"tokenizer": None, "note": no_count}
+            lengths = measured.stats() if measured is not None else {"tokenizer": None, "note": no_count}
         # the pair rows go to their files a config at a time, each list let go once written
         for config in list(rows):
             counts[config] = {split: len(rows[config].get(split, [])) for split in CONFIG_SPLITS[config]}
@@ -344,35 +344,25 @@ def _token_counting(cfg: BuildConfig, cache_dir: Path | None, console: Console):
     return counter, Trimmer(counter, cfg.trim_tokens, limits), None
 
 
-def _labelled(dialogue) -> int:
-    """The turns ``convert.turns`` makes of a dialogue: its supporter utterances with a label."""
-    return sum(1 for u in dialogue.utterances if u.strategy)
-
-
 class _LengthSample:
     """Prompt lengths in tokens per SFT config (pair prompts are the same prompts), for the card: all rows of a
     trimmed build, a seeded sample of ``SAMPLE_ROWS`` otherwise (chosen by row number, so only the sampled prompts
     are kept while the rows stream to their files)."""
 
-    def __init__(self, counter: TokenCounter | None, rows: int, exact: bool):
+    def __init__(self, counter: TokenCounter, rows: int, exact: bool):
         self.counter = counter
         self.rows = rows
-        self.sample = None if exact else SAMPLE_ROWS
-        self.picked = sample_rows(rows, self.sample)
+        self.picked = sample_rows(rows, None if exact else SAMPLE_ROWS)
         self.seen: dict[str, int] = {c: 0 for c in SFT_CONFIGS}
         self.kept: dict[str, list] = {c: [] for c in SFT_CONFIGS}
 
     def add(self, config: str, prompt: list[dict]) -> None:
-        if self.counter is None:
-            return
         index = self.seen[config]
         self.seen[config] += 1
         if self.picked is None or index in self.picked:
             self.kept[config].append(prompt)
 
-    def stats(self, no_count: str | None) -> dict:
-        if self.counter is None:
-            return {"tokenizer": None, "note": no_count}
+    def stats(self) -> dict:
         out: dict = {"tokenizer": self.counter.name}
         for config in SFT_CONFIGS:
             assert self.seen[config] == self.rows, (config, self.seen[config], self.rows)

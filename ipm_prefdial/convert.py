@@ -75,6 +75,11 @@ def turns(dialogue: Dialogue) -> Iterator[Turn]:
         messages.append(Message("assistant", utt.text, utt.strategy or None))
 
 
+def turn_count(dialogue: Dialogue) -> int:
+    """How many turns ``turns`` yields for ``dialogue`` (its supporter utterances with a label), without making them."""
+    return sum(1 for utt in dialogue.utterances if utt.strategy)
+
+
 def tagged(strategy: str, text: str) -> str:
     """The joint model's target form: ``[<strategy>] <utterance>``."""
     return f"[{strategy}] {text}"

@@ -362,7 +362,6 @@ async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: 
         for (config, row), result in zip(part, results, strict=True):
             row["judge"] = verdict(config, row["id"], result, engine.display_name)
             row["judge_status"] = judge_status(result)
-        del requests, results
     for config in JUDGED_CONFIGS:
         stats = stats_by.get(config, Stats())
         chosen_errors: Counter = Counter()

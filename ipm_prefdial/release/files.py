@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features
 
-from ipm_prefdial.release.features import data_file
+from ipm_prefdial.release.features import CONFIG_SPLITS, data_file
 
 
 def _tmp(path: Path) -> Path:
@@ -129,12 +129,9 @@ class DataFiles:
             sink.discard()
         self.sinks.clear()
 
-    def _order(self, key: tuple[str, str]) -> tuple[int, str]:
+    def _order(self, key: tuple[str, str]) -> tuple[int, int]:
         config, split = key
-        return list(self.features).index(config), SPLIT_ORDER.get(split, len(SPLIT_ORDER))
-
-
-SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
+        return list(self.features).index(config), CONFIG_SPLITS[config].index(split)
 
 
 def stale_temp_files(folder: Path) -> list[Path]:
