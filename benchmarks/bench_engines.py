@@ -8,9 +8,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ipm_prefdial.engines import ChatRequest, ChatResult, Engine, RequestCache, Sampling, Stats, run_requests
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.cache import RequestCache
 from ipm_prefdial.engines.check import check_requests
 from ipm_prefdial.engines.local import LocalEngine
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Sampling
+from ipm_prefdial.engines.runner import Stats, run_requests
 
 N_REQUESTS = 32
 MAX_TOKENS = 64

@@ -1,5 +1,6 @@
 """Benchmark: `ipm build --source extes` of an ExTES-sized corpus against the suite's deterministic test server
-(tests/fake_llm.py, its own process, no latency), so what is measured is the project's work, not a model's.
+(``ipm_prefdial.testing.fake_llm``, its own process, no latency), so what is measured is the project's work, not a
+model's.
 
 The corpus is synthetic, in ExTES's layout (a JSON list of ``{"scene", "description", "content": [{"User": text} |
 {"AI Strategy": label, "AI": reply}]}``): 11,183 dialogues with about 98k labelled supporter turns (~8.8 a dialogue),
@@ -32,11 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import DRIVER, Sampler, Server, area
 
-from bench_scale import DRIVER, Sampler, Server, area  # noqa: E402
-
-from ipm_prefdial.taxonomy import builtin  # noqa: E402
+from ipm_prefdial.taxonomy import builtin
 
 EXTES_DIALOGUES = 11_183
 GOAL_CPU_MS = 1.0

@@ -16,9 +16,9 @@ import time
 from dataclasses import replace
 
 from ipm_prefdial.convert import turns
-from ipm_prefdial.engines import Stats, run_requests
 from ipm_prefdial.engines.local import LocalEngine
-from ipm_prefdial.mining import PolicySampling, policy_requests
+from ipm_prefdial.engines.runner import Stats, run_requests
+from ipm_prefdial.mining.policy import PolicySampling, policy_requests
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.sources import load_source
 from ipm_prefdial.splits import assign, split_ids

@@ -1,5 +1,5 @@
 """Benchmark: `ipm build` scaled out with `--executor ray`, against the suite's deterministic test server
-(tests/fake_llm.py, its own process), so what is measured is the project's work, not a model's.
+(ipm_prefdial/testing/fake_llm.py, its own process), so what is measured is the project's work, not a model's.
 
 (a) Scaling: the mining and judge requests of the first 20 dialogues per split, each answered after 100 ms, 4
     requests in flight per worker: the local executor (4 in flight), then Ray with 1, 2 and 4 workers. Prints
@@ -32,7 +32,6 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE = ROOT / "tests" / "fake_llm.py"
 LATENCY = 0.1
 PER_WORKER = 4
 
@@ -70,11 +69,12 @@ def source() -> str:
 
 
 class Server:
-    """tests/fake_llm.py in a process of its own (its CPU is not ours)."""
+    """ipm_prefdial/testing/fake_llm.py in a process of its own (its CPU is not ours)."""
 
     def __init__(self, log: Path, latency: float):
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, str(FAKE), "--log", str(log), "--latency", str(latency)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ipm_prefdial.testing.fake_llm", "--log", str(log),
+                                      "--latency", str(latency)],
                                      stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
 

@@ -2,7 +2,8 @@
 headless Chromium. Goals (issue 16): <= 30 s, <= 25 MB, <= 3 s.
 
 The build is `ipm build --source esconv --stage all` of all of ESConv (paper split) with policy and judge on the
-deterministic test server (tests/fake_llm.py), about two minutes here; IPM_BENCH_BUILD=DIR reuses a build.
+deterministic test server (``ipm_prefdial.testing.fake_llm``), about two minutes here; IPM_BENCH_BUILD=DIR reuses a
+build.
 Run: `make bench-view` (ESConv from IPM_ESCONV_PATH, set by the Makefile from ../shared)."""
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 CHROMIUM = os.environ.get("IPM_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
 
 def full_build(work: Path) -> Path:
-    from fake_llm import FakeLLM
+    from ipm_prefdial.testing.fake_llm import FakeLLM
 
     source = os.environ.get("IPM_ESCONV_PATH")
     if not source:

@@ -17,11 +17,12 @@ from collections import Counter
 from bench_mining import DIALOGUES, rg_requests
 
 from ipm_prefdial.convert import turns
-from ipm_prefdial.engines import Sampling, Stats, run_requests
 from ipm_prefdial.engines.local import LocalEngine
+from ipm_prefdial.engines.requests import Sampling
+from ipm_prefdial.engines.runner import Stats, run_requests
 from ipm_prefdial.engines.vllm_engine import VLLMEngine
-from ipm_prefdial.judging import judge_request, judge_status
-from ipm_prefdial.mining import PolicySampling, make_pair
+from ipm_prefdial.mining.judge import judge_request, judge_status
+from ipm_prefdial.mining.policy import PolicySampling, make_pair
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.sources import load_source
 from ipm_prefdial.splits import assign, split_ids

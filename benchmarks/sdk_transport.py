@@ -12,8 +12,8 @@ import asyncio
 import json
 import time
 
-from ipm_prefdial.engines.base import ChatRequest, ChatResult, failure
 from ipm_prefdial.engines.openai_http import OpenAIEngine, Response
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, failure
 
 TYPED = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed",
          "response_format"}

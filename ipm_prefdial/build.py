@@ -1,40 +1,38 @@
-"""``ipm build``: source -> splits -> SFT configs -> parquet + card + manifest."""
+"""``ipm build``, in stages a reader can follow from ``build``:
+
+1. ``prepare``: the taxonomy, the prompts, the source, its split and the token counter;
+2. ``write_sft``: the SFT configs, streamed to their parquet files;
+3. ``make_pairs``: the pairs the source holds itself (ESC-Pro), the mined pairs and the judge's verdicts
+   (``mining``);
+4. ``write_pairs``: the pair configs to their files; all files put in place together;
+5. the manifest and the card (``release.manifest``), the manifest last.
+
+``--dry-run`` stops after ``prepare`` with the plan of what would be sent (``mining.plan``).
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shlex
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
-from ipm_prefdial import __version__
-from ipm_prefdial.config import RANGES, BuildConfig, ConfigError, check_headers, check_range, option
+from ipm_prefdial.config import IMPORT_SOURCES, BuildConfig, recorded_config, rerun_command
 from ipm_prefdial.convert import sft_rows, turn_count, turns
+from ipm_prefdial.errors import ConfigError
+from ipm_prefdial.mining.policy import MINED_SPLITS, source_pairs
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts
-from ipm_prefdial.release.card import render_card
-from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS, TASK_OF
-from ipm_prefdial.release.files import DataFiles, stale_temp_files, write_bytes_atomic
-from ipm_prefdial.sources import load_source
-from ipm_prefdial.splits import SPLIT_METHODS, SPLITS, assign, split_ids
+from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, SFT_CONFIGS
+from ipm_prefdial.release.files import DataFiles, stale_temp_files
+from ipm_prefdial.release.manifest import manifest as build_manifest
+from ipm_prefdial.release.manifest import write_release
+from ipm_prefdial.sources import LoadedSource, load_source
+from ipm_prefdial.splits import SPLITS, assign, split_ids
 from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, builtin, load_taxonomy
-from ipm_prefdial.tokens import (
-    SAMPLE_ROWS,
-    TokenCounter,
-    TokenizerError,
-    Trimmer,
-    length_stats,
-    load_tokenizer,
-    sample_rows,
-)
-
-BUILD_FILES = ("README.md", "manifest.json", "data")  # everything a build may write in its directory
+from ipm_prefdial.tokens import LengthSample, TokenCounter, TokenizerError, Trimmer, load_tokenizer
 
 
 @dataclass
@@ -49,109 +47,67 @@ class BuildResult:
         return self.manifest.get("complete", True)
 
 
-def check_config(cfg: BuildConfig) -> None:
-    """Every option, before any work starts: choices, ranges, combinations, and where the build may be written. A
-    bad value is one line naming the option; nothing is read, sent or written."""
-    from ipm_prefdial.engines import ENGINES
-    from ipm_prefdial.executors import EXECUTORS
-    from ipm_prefdial.sources.load import SOURCES
+def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
+    console = console or Console(stderr=True)
+    cfg.check()
+    started = time.perf_counter()
+    if cfg.stage == "all":
+        from ipm_prefdial.mining.run import preflight
 
-    choices = {"source": SOURCES, "split": SPLIT_METHODS, "stage": STAGES, "on_invalid": ON_INVALID,
-               "engine": ENGINES, "judge_engine": ENGINES, "executor": EXECUTORS}
-    for name, allowed in choices.items():
-        value = getattr(cfg, name)
-        if value is not None and value not in allowed:
-            raise ConfigError(f"{option(name)} must be one of {', '.join(allowed)}, not {value!r}")
-    for name in RANGES:
-        check_range(name, getattr(cfg, name, None))
-    if cfg.stage == "all" and cfg.engine == "openai" and not cfg.base_url:
-        raise ConfigError("--engine openai needs --base-url")
-    if cfg.stage == "all" and not cfg.no_judge and cfg.judge_engine == "openai" and not (cfg.judge_base_url
-                                                                                          or cfg.base_url):
-        raise ConfigError("--judge-engine openai needs --judge-base-url")
-    for name in ("base_url", "judge_base_url"):
-        url = getattr(cfg, name)
-        if url is not None:
-            check_url(url, option(name))
-    if not VERSION.fullmatch(cfg.dataset_version):
-        raise ConfigError(f"--dataset-version must look like 1.2.0 (letters, digits, '.', '-', '+'; it becomes the "
-                          f"Hub tag v<version>), not {cfg.dataset_version!r}")
-    if not isinstance(cfg.vllm, dict) or not all(isinstance(k, str) for k in cfg.vllm):
-        raise ConfigError("vllm: expected a mapping of vLLM engine settings (e.g. max_num_seqs: 64)")
-    for name in ("headers", "judge_headers"):
-        check_headers(name, getattr(cfg, name))
-    biggest = max(cfg.sp_max_tokens, cfg.rg_max_tokens, cfg.vm_max_tokens, cfg.judge_max_tokens)
-    if cfg.context_tokens is not None and cfg.context_tokens <= biggest:
-        raise ConfigError(f"--context-tokens {cfg.context_tokens} leaves no room for a prompt next to an answer of "
-                          f"up to {biggest} tokens (the largest --*-max-tokens)")
-    if cfg.stage == "import" and cfg.source not in IMPORT_SOURCES:
-        raise ConfigError(f"--stage import: the {cfg.source} source holds no pairs of its own (ESC-Pro's "
-                          "non-preferred replies are such pairs); use --stage sft or all")
-    if cfg.taxonomy is not None and cfg.taxonomy not in BUILTIN and not Path(cfg.taxonomy).is_file():
-        raise ConfigError(f"--taxonomy {cfg.taxonomy}: neither a built-in taxonomy ({', '.join(BUILTIN)}) nor a file")
-    for name in ("cache_dir", "prompts_dir"):
-        path = getattr(cfg, name)
-        if path is not None and Path(path).exists() and not Path(path).is_dir():
-            raise ConfigError(f"{option(name)} {path}: not a directory")
-    if cfg.prompts_dir is not None and not Path(cfg.prompts_dir).is_dir():
-        raise ConfigError(f"--prompts-dir {cfg.prompts_dir}: no such directory")
-    check_out(Path(cfg.out))
+        with console.status("asking the endpoints"):
+            preflight(cfg)  # a dead endpoint or a refused key stops the build here, in seconds
+    prep = prepare(cfg, console)
+    if cfg.dry_run:
+        return BuildResult(prep.out, {}, time.perf_counter() - started, dry_run(prep, cfg))
+    # The files are put in place together at the end; a build that stops before leaves the directory as it was.
+    with DataFiles(prep.out, FEATURES) as data:
+        sft = write_sft(prep, data, console)
+        pairs = make_pairs(prep, cfg, console)
+        with console.status("measuring prompt lengths"):
+            lengths = sft.lengths.stats() if sft.lengths is not None else {"tokenizer": None, "note": prep.no_count}
+        counts = {**sft.counts, **write_pairs(pairs.rows, data)}
+        files = data.commit()
+    remove_stale(prep.out, files)
+    recorded = recorded_config(cfg)
+    manifest = build_manifest(
+        cfg=cfg, recorded=recorded, rerun=rerun_command(recorded), source=prep.source, taxonomy=prep.taxonomy,
+        method=prep.method, per_split=prep.per_split, prompts=prep.prompts, trim=prep.trim, lengths=lengths,
+        mined=pairs.mined, imported=pairs.imported, pairs_by_strategy=pairs.by_strategy,
+        judge_status=pairs.judge_status, counts=counts, distribution=sft.distribution, files=files)
+    write_release(prep.out, manifest)
+    return BuildResult(prep.out, manifest, time.perf_counter() - started)
 
 
-def check_url(url: str, name: str) -> None:
-    """An endpoint that can be asked: http(s), a host, a port in range (the message never repeats a password)."""
-    from urllib.parse import urlsplit
-
-    from ipm_prefdial.engines.openai_http import public_url
-
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-    except ValueError:
-        ok = False
-    if not ok:
-        try:
-            shown = public_url(url)
-        except ValueError:
-            shown = url.split("@")[-1]
-        raise ConfigError(f"{name} must be an http:// or https:// URL with a host (and a port from 1 to 65535), "
-                          f"not {shown!r}")
+# ---------------------------------------------------------------------------------------------- 1. prepare
 
 
-IMPORT_SOURCES = ("esc-pro",)  # sources holding pairs of their own
-STAGES = ("sft", "import", "all")  # import: the SFT configs and the pairs the source itself holds (ESC-Pro), no LLM
-ON_INVALID = ("error", "skip")
-SHELL_SAFE = re.compile(r"[\w./:@%+=,-]+")
-VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,63}")
+@dataclass
+class Prepared:
+    """What every later stage reads: the build's taxonomy, prompts, source and split, and its token counting."""
+
+    out: Path
+    taxonomy: Taxonomy
+    prompts: Prompts
+    source: LoadedSource
+    method: str
+    per_split: dict[str, list]
+    counter: TokenCounter | None
+    trim: Trimmer | None
+    no_count: str | None  # why prompt lengths are not measured
 
 
-def check_out(out: Path) -> None:
-    """A build writes README.md, manifest.json and data/ in its directory and removes stale parquet files there, so
-    it may only be a new or empty directory, an earlier build, or the package directory of a checkout (where
-    ``load_dataset("ipm_prefdial", ...)`` finds it); anything else (a file, a folder of other things) is refused
-    before anything is read or written."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ConfigError(f"--out {out}: a file, not a directory")
-    if out.resolve() == Path(__file__).resolve().parent:  # the checkout's package directory (PRODUCT.md)
-        return
-    # hidden entries (.git, .gitattributes of a clone of the dataset's Hub repo) are left alone, not refused
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in BUILD_FILES and not p.name.startswith("."))
-    if not foreign and (out / "data").exists() and not (out / "data").is_dir():
-        foreign = ["data (a file)"]
-    if not foreign and (out / "manifest.json").is_file():
-        try:
-            name = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("name")
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            name = None
-        if name != "IPM-PrefDial":
-            foreign = ["manifest.json (not an IPM-PrefDial build's)"]
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise ConfigError(f"--out {out}: holds {shown}, so it is not a build directory; a build only writes "
-                          f"{', '.join(BUILD_FILES)} there: choose a new or empty directory")
+def prepare(cfg: BuildConfig, console: Console) -> Prepared:
+    taxonomy = resolve_taxonomy(cfg)
+    prompts = Prompts(Path(cfg.prompts_dir), taxonomy) if cfg.prompts_dir else Prompts(taxonomy=taxonomy)
+    prompts.check_listing()
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+    with console.status("reading the source"):
+        source = load_source(cfg.source, cfg.source_path, on_invalid=cfg.on_invalid, cache_dir=cache_dir,
+                             taxonomy=taxonomy)
+    method = cfg.resolved_split()
+    per_split = assign(source, split_ids(method, source, seed=cfg.seed), cfg.limit)
+    counter, trim, no_count = token_counting(cfg, cache_dir, console)
+    return Prepared(Path(cfg.out), taxonomy, prompts, source, method, per_split, counter, trim, no_count)
 
 
 def resolve_taxonomy(cfg: BuildConfig) -> Taxonomy:
@@ -166,163 +122,7 @@ def resolve_taxonomy(cfg: BuildConfig) -> Taxonomy:
     return load_taxonomy(cfg.taxonomy)
 
 
-def build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
-    console = console or Console(stderr=True)
-    check_config(cfg)
-    started = time.perf_counter()
-    if cfg.stage == "all":
-        from ipm_prefdial.pipeline import preflight
-
-        with console.status("asking the endpoints"):
-            preflight(cfg)  # a dead endpoint or a refused key stops the build here, in seconds
-    out = Path(cfg.out)
-    taxonomy = resolve_taxonomy(cfg)
-    prompts = Prompts(Path(cfg.prompts_dir), taxonomy) if cfg.prompts_dir else Prompts(taxonomy=taxonomy)
-    prompts.check_listing()
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-
-    with console.status("reading the source"):
-        source = load_source(cfg.source, cfg.source_path, on_invalid=cfg.on_invalid, cache_dir=cache_dir,
-                             taxonomy=taxonomy)
-
-    method = cfg.resolved_split()
-    per_split = assign(source, split_ids(method, source, seed=cfg.seed), cfg.limit)
-    counter, trim, no_count = _token_counting(cfg, cache_dir, console)
-
-    # The files are put in place together at the end; a build that stops before leaves the directory as it was.
-    with DataFiles(out, FEATURES) as data:
-        # The SFT rows go to their parquet files as they are made (a row group at a time); the prompts whose length
-        # in tokens the card reports are kept (a seeded sample, or all of them when the build trims).
-        counts: dict[str, dict[str, int]] = {c: {s: 0 for s in SPLITS} for c in SFT_CONFIGS}
-        total = sum(len(v) for v in per_split.values())
-        measured = None if cfg.dry_run or counter is None else _LengthSample(
-            counter, sum(turn_count(d) for split in SPLITS for d in per_split[split]), exact=trim is not None)
-        distribution = {s: Counter() for s in SPLITS}
-        with progress_bar(console) as progress:
-            task = progress.add_task("converting dialogues", total=total)
-            for split in SPLITS:
-                for dialogue in per_split[split]:
-                    for turn in turns(dialogue):
-                        for config, row in sft_rows(turn, prompts, trim).items():
-                            if not cfg.dry_run:
-                                data.sink(config, split).add(row)
-                                if measured is not None:
-                                    measured.add(config, row["prompt"])
-                            counts[config][split] += 1
-                        distribution[split][turn.strategy] += 1
-                    progress.advance(task)
-
-        rows: dict[str, dict[str, list[dict]]] = {}
-        mined = None
-        imported = (_import_pairs(per_split, prompts, cfg.source, trim)
-                    if cfg.stage != "sft" and cfg.source in IMPORT_SOURCES else None)
-        by_strategy: dict[str, dict[str, int]] | None = None
-        judge_status: dict[str, dict[str, int]] | None = None
-        if cfg.stage == "all":
-            from ipm_prefdial.pipeline import dry_run_estimate, mine
-
-            if cfg.dry_run:
-                return BuildResult(out, {}, time.perf_counter() - started,
-                                   dry_run_estimate(per_split, prompts, cfg, trim))
-            mined = mine(per_split, prompts, cfg, console, trim)
-            rows.update(mined.rows)
-            mined.rows = {}  # the rows are held here only, so each config's are let go once written
-            by_strategy, judge_status = mined.by_strategy, mined.judge_status
-        elif cfg.dry_run:
-            return BuildResult(out, {}, time.perf_counter() - started, {})
-        if imported is not None and imported["rows"]:  # next to the mined pairs, after them; never judged
-            from ipm_prefdial.mining import MINED_SPLITS
-
-            by_strategy = by_strategy or {s: {} for s in taxonomy.names}
-
-            for split in MINED_SPLITS:
-                rows.setdefault("joint_pairs", {s: [] for s in MINED_SPLITS})[split].extend(imported["rows"][split])
-            for row in (r for split in MINED_SPLITS for r in imported["rows"][split]):
-                by_strategy[row["strategy"]]["joint_pairs"] = by_strategy[row["strategy"]].get("joint_pairs", 0) + 1
-            # imported rows are never judged: their status is "skipped", counted with the mined rows' statuses
-            judge_status = dict(judge_status or {})
-            per = dict(judge_status.get("joint_pairs", {}))
-            per["skipped"] = per.get("skipped", 0) + sum(len(v) for v in imported["rows"].values())
-            judge_status["joint_pairs"] = dict(sorted(per.items()))
-
-        with console.status("measuring prompt lengths"):
-            lengths = measured.stats() if measured is not None else {"tokenizer": None, "note": no_count}
-        # the pair rows go to their files a config at a time, each list let go once written
-        for config in list(rows):
-            counts[config] = {split: len(rows[config].get(split, [])) for split in CONFIG_SPLITS[config]}
-            for split in CONFIG_SPLITS[config]:
-                data.sink(config, split).extend(rows[config].get(split, []))
-            del rows[config]
-        files = data.commit()
-    _remove_stale(out, files)
-
-    manifest = {
-        "name": "IPM-PrefDial",
-        "version": cfg.dataset_version,
-        "license": "cc-by-nc-4.0",
-        "tool": {"name": "ipm_prefdial", "version": __version__},
-        "stage": cfg.stage,
-        # false while requests of this build ended in transient failures (retries ran out): the same command
-        # sends them again; `ipm validate` and `ipm publish` refuse an incomplete build
-        "complete": not (mined and mined.transient),
-        "incomplete": {"requests": sum(mined.transient.values()), "transient_failures": mined.transient,
-                       "rerun": rerun_command(_public_config(cfg))} if mined and mined.transient else None,
-        "source": {**source.info, "counts": source.counts},
-        "taxonomy": taxonomy.as_dict(),
-        "split": {
-            "method": method,
-            "seed": cfg.seed if method == "random" else None,
-            "limit": cfg.limit,
-            "dialogues": {s: len(per_split[s]) for s in SPLITS},
-            "skipped_invalid": source.skipped,
-        },
-        "executor": {"kind": cfg.executor, "workers": cfg.workers if cfg.executor == "ray" else 1},
-        "prompts": prompts.hashes(),
-        "rg_instruction": prompts.rg_rule.template,  # how RG prompts end; validate and infer read it from here
-        "build_config": _public_config(cfg),
-        "trim": None if trim is None else {
-            "tokens": trim.tokens, "tokenizer": trim.counter.name,
-            "answer_reserve": "max(gold answer, --<task>-max-tokens) + 2 tokens",
-            "max_tokens": trim.max_tokens,
-            "shortened": {c: trim.shortened.get(TASK_OF[c], 0) for c in SFT_CONFIGS},
-            "over_budget": {c: trim.over.get(TASK_OF[c], 0) for c in SFT_CONFIGS}},
-        "prompt_tokens": lengths,
-        "models": mined.models if mined else {},
-        "sampling": mined.sampling if mined else {},
-        "mining": mined.mining if mined else None,
-        "judge": mined.judge if mined else None,
-        "judge_status": judge_status,
-        "pairs_by_strategy": by_strategy,
-        "imported": None if imported is None else {
-            "origin": cfg.source, "config": "joint_pairs", "miner_engine": "import",
-            "pairs": {s: len(v) for s, v in imported["rows"].items()}, "dropped_same_as_gold": imported["dropped"]},
-        "counts": counts,
-        "strategy_distribution": {s: {name: distribution[s][name] for name in taxonomy.names} for s in SPLITS},
-        "files": files,
-    }
-    write_bytes_atomic(out / "README.md", render_card(manifest, out.resolve().name).encode("utf-8"))
-    # The manifest goes last: a build interrupted before this point is visibly incomplete to `ipm validate`.
-    write_bytes_atomic(out / "manifest.json", (_json(manifest) + "\n").encode("utf-8"))
-    return BuildResult(out, manifest, time.perf_counter() - started)
-
-
-def _import_pairs(per_split: dict, prompts: Prompts, origin: str, trim) -> dict:
-    """The pairs the source holds itself (ESC-Pro), per mined split: {"rows", "dropped"}."""
-    from ipm_prefdial.mining import MINED_SPLITS, imported_pairs
-
-    out: dict = {"rows": {}, "dropped": 0}
-    for split in MINED_SPLITS:
-        out["rows"][split] = []
-        for dialogue in per_split[split]:
-            for turn in turns(dialogue):
-                if turn.negatives:
-                    rows, dropped = imported_pairs(turn, prompts, origin, trim)
-                    out["rows"][split] += rows
-                    out["dropped"] += dropped
-    return out
-
-
-def _token_counting(cfg: BuildConfig, cache_dir: Path | None, console: Console):
+def token_counting(cfg: BuildConfig, cache_dir: Path | None, console: Console):
     """(counter, trimmer, why there is no counter): the trim tokenizer counts prompt lengths for every card and
     shortens prompts with --trim-tokens; without transformers (or with --trim-tokenizer none) lengths are not
     measured, and --trim-tokens is an error."""
@@ -344,77 +144,106 @@ def _token_counting(cfg: BuildConfig, cache_dir: Path | None, console: Console):
     return counter, Trimmer(counter, cfg.trim_tokens, limits), None
 
 
-class _LengthSample:
-    """Prompt lengths in tokens per SFT config (pair prompts are the same prompts), for the card: all rows of a
-    trimmed build, a seeded sample of ``SAMPLE_ROWS`` otherwise (chosen by row number, so only the sampled prompts
-    are kept while the rows stream to their files)."""
+def dry_run(prep: Prepared, cfg: BuildConfig) -> dict:
+    """What the build would ask, per task (nothing without --stage all: no LLM is asked)."""
+    if cfg.stage != "all":
+        return {}
+    from ipm_prefdial.mining.plan import dry_run_estimate
 
-    def __init__(self, counter: TokenCounter, rows: int, exact: bool):
-        self.counter = counter
-        self.rows = rows
-        self.picked = sample_rows(rows, None if exact else SAMPLE_ROWS)
-        self.seen: dict[str, int] = {c: 0 for c in SFT_CONFIGS}
-        self.kept: dict[str, list] = {c: [] for c in SFT_CONFIGS}
-
-    def add(self, config: str, prompt: list[dict]) -> None:
-        index = self.seen[config]
-        self.seen[config] += 1
-        if self.picked is None or index in self.picked:
-            self.kept[config].append(prompt)
-
-    def stats(self) -> dict:
-        out: dict = {"tokenizer": self.counter.name}
-        for config in SFT_CONFIGS:
-            assert self.seen[config] == self.rows, (config, self.seen[config], self.rows)
-            out[config] = length_stats(self.counter, self.kept[config], rows=self.rows)
-        return out
+    return dry_run_estimate(prep.per_split, prep.prompts, cfg, prep.trim)
 
 
-# Options that may hold a local path: a build records only the last part (a file or folder name), since a build
-# is published and must not carry the building machine's directories; sources and models are identified by
-# their sha256 elsewhere in the manifest.
-PATH_OPTIONS = ("source_path", "taxonomy", "out", "cache_dir", "prompts_dir", "model", "sp_model", "rg_model",
-                "vm_model", "judge_model", "trim_tokenizer")
+# ------------------------------------------------------------------------------------------- 2. SFT configs
 
 
-def _public_config(cfg: BuildConfig) -> dict:
-    """The config as recorded: local paths as names, nothing secret (header values, a URL's user and password or
-    query keys are left out)."""
-    from ipm_prefdial.engines.openai_http import public_url
-
-    recorded = cfg.as_dict()
-    for name in PATH_OPTIONS:
-        value = recorded.get(name)
-        if isinstance(value, str) and (os.path.isabs(value) or os.path.exists(value)):
-            recorded[name] = Path(value).name
-    for name in ("headers", "judge_headers"):
-        recorded[name] = sorted(recorded[name])  # their names: the values may be keys
-    for name in ("base_url", "judge_base_url"):
-        if recorded[name]:
-            recorded[name] = public_url(recorded[name])
-    return recorded
+@dataclass
+class SftOutput:
+    counts: dict[str, dict[str, int]]  # config -> split -> rows
+    distribution: dict[str, Counter]  # split -> gold strategy -> turns
+    lengths: LengthSample | None  # the prompts whose length in tokens the card reports
 
 
-def rerun_command(recorded: dict) -> str:
-    """The ``ipm build`` command of a recorded config (the options that differ from the defaults; local paths are
-    names, header values left out): what completes an incomplete build."""
-    defaults = BuildConfig().as_dict()
-    parts = ["ipm build"]
-    for name, value in recorded.items():
-        if name in ("dry_run", "vllm", "headers", "judge_headers") or value == defaults.get(name) or value is None:
-            continue
-        if isinstance(value, bool):
-            parts.append(option(name))
-        else:
-            text = str(value)
-            parts.append(f"{option(name)} {text if SHELL_SAFE.fullmatch(text) else shlex.quote(text)}")
-    parts += [f"--vllm-arg {k}={v}" for k, v in sorted(recorded.get("vllm", {}).items())]
-    parts += [f"--header {k}=..." for k in recorded.get("headers", [])]
-    parts += [f"--judge-header {k}=..." for k in recorded.get("judge_headers", [])]
-    return " ".join(parts)
+def write_sft(prep: Prepared, data: DataFiles, console: Console) -> SftOutput:
+    """The SFT rows go to their parquet files as they are made (a row group at a time); the prompts whose length in
+    tokens the card reports are kept (a seeded sample, or all of them when the build trims)."""
+    counts: dict[str, dict[str, int]] = {c: {s: 0 for s in SPLITS} for c in SFT_CONFIGS}
+    lengths = None if prep.counter is None else LengthSample(
+        prep.counter, SFT_CONFIGS, sum(turn_count(d) for split in SPLITS for d in prep.per_split[split]),
+        exact=prep.trim is not None)
+    distribution = {s: Counter() for s in SPLITS}
+    with progress_bar(console) as progress:
+        task = progress.add_task("converting dialogues", total=sum(len(v) for v in prep.per_split.values()))
+        for split in SPLITS:
+            for dialogue in prep.per_split[split]:
+                for turn in turns(dialogue):
+                    for config, row in sft_rows(turn, prep.prompts, prep.trim).items():
+                        data.sink(config, split).add(row)
+                        if lengths is not None:
+                            lengths.add(config, row["prompt"])
+                        counts[config][split] += 1
+                    distribution[split][turn.strategy] += 1
+                progress.advance(task)
+    return SftOutput(counts, distribution, lengths)
 
 
-def _remove_stale(out: Path, keep: dict[str, dict]) -> None:
+# ------------------------------------------------------------------------------------------------ 3. pairs
+
+
+@dataclass
+class Pairs:
+    rows: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # config -> split -> rows
+    mined: object = None  # mining.run.MiningOutput, with stage all
+    imported: dict | None = None  # the manifest's record of the source's own pairs
+    by_strategy: dict[str, dict[str, int]] | None = None  # gold strategy -> config -> pairs
+    judge_status: dict[str, dict[str, int]] | None = None  # config -> judge_status -> rows
+
+
+def make_pairs(prep: Prepared, cfg: BuildConfig, console: Console) -> Pairs:
+    """The pair configs: mined and judged (stage all), then the source's own pairs after them (never judged)."""
+    pairs = Pairs()
+    if cfg.stage == "all":
+        from ipm_prefdial.mining.run import mine
+
+        mined = mine(prep.per_split, prep.prompts, cfg, console, prep.trim)
+        pairs.rows, mined.rows = mined.rows, {}  # the rows are held here only, so each config's go once written
+        pairs.mined, pairs.by_strategy, pairs.judge_status = mined, mined.by_strategy, mined.judge_status
+    if cfg.stage != "sft" and cfg.source in IMPORT_SOURCES:
+        own = source_pairs(prep.per_split, prep.prompts, cfg.source, prep.trim)
+        pairs.imported = {"origin": cfg.source, "config": "joint_pairs", "miner_engine": "import",
+                          "pairs": {s: len(v) for s, v in own["rows"].items()}, "dropped_same_as_gold": own["dropped"]}
+        _add_imported(pairs, own["rows"], prep.taxonomy)
+    return pairs
+
+
+def _add_imported(pairs: Pairs, imported: dict[str, list[dict]], taxonomy: Taxonomy) -> None:
+    """The source's own joint pairs next to the mined ones, counted by strategy and as "skipped" by the judge."""
+    by_strategy = pairs.by_strategy or {s: {} for s in taxonomy.names}
+    for split in MINED_SPLITS:
+        pairs.rows.setdefault("joint_pairs", {s: [] for s in MINED_SPLITS})[split].extend(imported[split])
+    for row in (r for split in MINED_SPLITS for r in imported[split]):
+        by_strategy[row["strategy"]]["joint_pairs"] = by_strategy[row["strategy"]].get("joint_pairs", 0) + 1
+    judge_status = dict(pairs.judge_status or {})
+    per = dict(judge_status.get("joint_pairs", {}))
+    per["skipped"] = per.get("skipped", 0) + sum(len(v) for v in imported.values())
+    judge_status["joint_pairs"] = dict(sorted(per.items()))
+    pairs.by_strategy, pairs.judge_status = by_strategy, judge_status
+
+
+# ------------------------------------------------------------------------------------------ 4. pair files
+
+
+def write_pairs(rows: dict[str, dict[str, list[dict]]], data: DataFiles) -> dict[str, dict[str, int]]:
+    """The pair rows to their files a config at a time, each config's lists let go once written; rows per split."""
+    counts = {}
+    for config in list(rows):
+        counts[config] = {split: len(rows[config].get(split, [])) for split in CONFIG_SPLITS[config]}
+        for split in CONFIG_SPLITS[config]:
+            data.sink(config, split).extend(rows[config].get(split, []))
+        del rows[config]
+    return counts
+
+
+def remove_stale(out: Path, keep: dict[str, dict]) -> None:
     """Parquet files of known configs that this build did not write are from an older build, and temp files are
     from a build that was killed: remove them."""
     for config in FEATURES:
@@ -428,7 +257,3 @@ def _remove_stale(out: Path, keep: dict[str, dict]) -> None:
             path.unlink(missing_ok=True)
         if not any(folder.iterdir()):
             folder.rmdir()
-
-
-def _json(obj: object) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False)

@@ -1,147 +1,178 @@
-"""``BuildConfig``: every knob of ``ipm build`` in one place, loadable from YAML, overridable from the CLI."""
+"""``BuildConfig``: every knob of ``ipm build`` in one place, loadable from YAML, overridable from the command line.
+
+Each option is declared once, on its field (``options.option``): type, default, range or choices, help, group. The
+command line is made from these declarations (``cli.options``), and ``BuildConfig.check`` checks a config before
+any work starts. The engine options (``EngineOptions``) and the executor options (``ExecutorOptions``) are shared
+with ``ipm infer``'s config; ``EngineSpec`` is what one role's engine is made from (``engines.make_engine``, the Ray
+executor), for the build's policy and judge, ``ipm infer`` and ``ipm eval``'s judge alike.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
-from dataclasses import dataclass, fields
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from ipm_prefdial.engines import ENGINES, EngineSpec
+from ipm_prefdial.errors import ConfigError
+from ipm_prefdial.executors import EXECUTORS
+from ipm_prefdial.options import check_options, flag, load_config, option
+from ipm_prefdial.sources.load import SOURCES
+from ipm_prefdial.splits import SPLIT_METHODS
+from ipm_prefdial.taxonomy import BUILTIN
 
-
-class ConfigError(ValueError):
-    """An option with a value that cannot work; the message names the option (or the config file and key)."""
-
-
-HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an HTTP token (RFC 9110)
-
-
-def parse_settings(items: list[str], option: str) -> dict:
-    """``KEY=VALUE`` strings as a mapping; values read as YAML scalars (``64`` is an int, ``true`` a bool)."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip().replace("-", "_")] = value
-    return out
+# The groups options are listed under (``ipm build --help``), in this order.
+SOURCE, OUTPUT, ENGINE, JUDGE, EXECUTOR = "Source and split", "Output", "Engines", "Judge", "Executor"
+GROUPS = (SOURCE, OUTPUT, ENGINE, JUDGE, EXECUTOR)
+STAGES = ("sft", "import", "all")  # import: the SFT configs and the pairs the source itself holds (ESC-Pro), no LLM
+IMPORT_SOURCES = ("esc-pro",)  # sources holding pairs of their own
+BUILD_FILES = ("README.md", "manifest.json", "data")  # everything a build may write in its directory
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,63}")
+TOKENS = (1, 65536)  # the range of every answer bound
 
 
 @dataclass
-class BuildConfig:
-    source: str = "esconv"
-    """esconv | failed-esconv | json (any ESConv-style JSON list or JSON lines file) | extes | mesc | esc-pro."""
-    source_path: str | None = None
-    """Local copy of the source (file, or a directory with ESConv.json or the Hub's train/valid/test.txt).
-    For esconv, IPM_ESCONV_PATH is used when this is unset; otherwise upstream is downloaded."""
-    taxonomy: str | None = None
-    """The strategy labels of the source: a built-in name (esconv, extes, mesc, esc-pro) or a YAML file. Default: the
-    source's own (ESConv's for esconv, failed-esconv and json)."""
-    split: str | None = None
-    """decoupledesc (the paper's; default for esconv) | hf (upstream seed-13) | random (default for others)."""
-    seed: int = 0
-    """Seed of the random split."""
-    stage: str = "all"
-    """sft: stop after the SFT configs (no LLM). import: also the pairs the source holds itself (ESC-Pro; no LLM).
-    all: also mine and judge preference pairs (and import the source's own)."""
-    limit: int | None = None
-    """Keep the first N dialogues of each split, in the order of the split's index list."""
-    out: str = "ipm_prefdial"
-    """Build directory. Only README.md, manifest.json and data/ are written inside it."""
-    dataset_version: str = "0.2.0"
-    """Version of the dataset build (card, manifest, Hub tag v<version>)."""
-    on_invalid: str = "error"
-    """error: stop on the first bad source record, listing every problem. skip: drop bad dialogues, count them."""
-    cache_dir: str | None = None
-    """Cache root (downloads, LLM answers). Default: IPM_CACHE_DIR or the user cache directory."""
-    prompts_dir: str | None = None
-    """Directory of prompt templates replacing the bundled prompts/."""
-    trim_tokens: int | None = None
-    """Shorten every prompt (SFT rows, mining requests, pairs) from its oldest history until prompt + answer fit
-    this many tokens; the system prompt and the current turn stay. Off by default (the paper's data is
-    untrimmed)."""
-    trim_tokenizer: str = "bundled"
-    """Tokenizer that counts prompt tokens (for --trim-tokens and the card's prompt lengths): bundled (SmolLM2,
-    offline), a local directory or GGUF, a Hub id, or none (no counting)."""
-    # -- mining (stage all) -----------------------------------------------------------------------------
-    engine: str = "local"
-    """Policy engine: local (embedded llama.cpp) | openai | vllm | transformers."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint of the policy (engine openai); the key comes from OPENAI_API_KEY."""
-    model: str | None = None
-    """Policy model for all three tasks (default: the engine's; local: bundled SmolLM2)."""
-    sp_model: str | None = None
-    """Strategy-planner policy (e.g. an SFT checkpoint from ipm train), on the same engine kind."""
-    rg_model: str | None = None
-    """Response-generator policy."""
-    vm_model: str | None = None
-    """Joint-model policy."""
-    concurrency: int | None = None
-    """Requests in flight per engine (local: slots; transformers: batch size)."""
-    context_tokens: int | None = None
-    """Prompt + answer budget per request (local: the slot context, 4096; vllm: max_model_len, 8192; openai:
-    none). A prompt over it loses its oldest history; the request is keyed and seeded as sent."""
-    samples: int = 1
-    """Policy samples per turn (the paper: 1)."""
-    temperature: float = 0.7
-    """Policy sampling temperature (the paper: 0.7)."""
-    top_p: float = 0.95
-    """Policy nucleus sampling (the paper: 0.95)."""
-    sp_max_tokens: int = 32
-    rg_max_tokens: int = 160
-    vm_max_tokens: int = 192
-    executor: str = "local"
-    """Where requests are answered: local (this process) | ray (engines in Ray actors, on a cluster or locally)."""
-    workers: int = 2
-    """Ray workers (--executor ray); each owns one engine for its whole life and answers whole dialogues."""
-    worker_cpus: float | None = None
-    """CPUs per Ray worker (default: the cluster's CPUs shared out, at most 1); an embedded engine uses as many
-    threads."""
-    worker_gpus: float = 0.0
-    """GPUs per Ray worker (vLLM: tensor_parallel_size GPUs each)."""
-    ray_address: str | None = None
-    """Ray cluster to join (default: RAY_ADDRESS, else a local Ray on this machine)."""
-    vllm: dict = dataclasses.field(default_factory=dict)
-    """vLLM engine settings (AsyncEngineArgs keywords, e.g. max_num_seqs, gpu_memory_utilization, tensor_parallel_size,
-    enforce_eager) over the engine's defaults; on the command line --vllm-arg KEY=VALUE (repeatable)."""
-    judge_engine: str | None = None
-    """Judge engine (default: the policy engine)."""
-    judge_base_url: str | None = None
-    judge_model: str | None = None
-    """Judge model (default: the policy model)."""
-    judge_temperature: float = 0.0
-    """The judge answers at temperature 0: a verdict should not depend on luck."""
-    judge_max_tokens: int = 320
-    retries: int = 4
-    """Retries of a request that fails with a transient kind (timeout, 429, 5xx, a dropped connection, a body that
-    does not read), with jittered exponential backoff from 1 s that honours retry-after. A request still failing
-    after them is recorded, and the build ends incomplete (exit code 3) until a rerun answers it."""
-    give_up_after: float = 120.0
-    """Seconds an engine may go without a single answer while its requests keep failing (a dead server, a lost
-    cluster) before the build stops: answers kept, no dataset written, exit code 75; the same command resumes."""
-    headers: dict = dataclasses.field(default_factory=dict)
-    """Extra HTTP headers for every request to --base-url (a gateway's key, an organisation id); on the command
-    line --header KEY=VALUE (repeatable). Sent, never recorded: the manifest keeps their names only."""
-    judge_headers: dict = dataclasses.field(default_factory=dict)
-    """Extra HTTP headers for the judge's endpoint (default: --header's, when the judge uses --base-url)."""
-    no_judge: bool = False
-    """Skip the judge: judge is null in every pair."""
-    no_cache: bool = False
-    """Do not read or write the request cache."""
-    retry_failed: bool = False
-    """Re-send requests whose recorded answer was a failure (truncated, invalid)."""
-    dry_run: bool = False
-    """Print the number of requests and a token estimate; send nothing, write nothing."""
+class EngineOptions:
+    """The options of the engines that answer the policy's requests (``ipm build``, ``ipm infer``)."""
 
-    def judge_request_headers(self) -> dict:
-        """The judge's headers: its own, else the policy's when both use one endpoint (never sent elsewhere)."""
-        if self.judge_headers or (self.judge_base_url and self.judge_base_url != self.base_url):
-            return dict(self.judge_headers)
-        return dict(self.headers)
+    base_url: str | None = option(None, """OpenAI-compatible endpoint of the models (key: OPENAI_API_KEY; Azure:
+        AZURE_OPENAI_API_KEY, a deployment URL with ?api-version=...).""", group=ENGINE)
+    model: str | None = option(None, """Model for SP, RG and VM (default: the engine's; local: the bundled
+        SmolLM2-135M).""", group=ENGINE)
+    sp_model: str | None = option(None, "SP model, e.g. an SFT checkpoint from ipm train (same engine kind).",
+                                  group=ENGINE)
+    rg_model: str | None = option(None, "RG model.", group=ENGINE)
+    vm_model: str | None = option(None, "VM (joint) model.", group=ENGINE)
+    concurrency: int | None = option(None, "Requests in flight per engine (local: slots; transformers: batch size).",
+                                     group=ENGINE, range=(1, 4096))
+    context_tokens: int | None = option(None, """Prompt + answer budget per request (default: the engine's; local
+        4096 per slot, vllm 8192). Longer prompts lose their oldest history; the request is keyed and seeded as
+        sent.""", group=ENGINE, range=(256, None))
+    retries: int = option(4, """Retries of a request that fails with a transient kind (timeout, 429, 5xx, a dropped
+        connection, a body that does not read), with jittered exponential backoff from 1 s that honours retry-after;
+        one still failing is recorded and leaves the work incomplete (exit code 3) until a rerun answers it.""",
+                          group=ENGINE, range=(0, 20))
+    give_up_after: float = option(120.0, """Seconds an engine may go without a single answer while its requests keep
+        failing (a dead server, a lost cluster) before the run stops: answers kept, exit code 75; the same command
+        resumes.""", group=ENGINE, range=(0, None, True))
+    headers: dict = option(help="""An HTTP header for every request to --base-url, NAME=VALUE (repeatable; a
+        gateway's key, an organisation id). Sent, never recorded: the manifest keeps their names only.""",
+                           group=ENGINE, flags=("--header",), pairs="headers")
+    vllm: dict = option(help="""A vLLM engine setting, KEY=VALUE (repeatable; AsyncEngineArgs keywords over the
+        engine's defaults, e.g. max_num_seqs=64, gpu_memory_utilization=0.8, tensor_parallel_size=2).""",
+                        group=ENGINE, flags=("--vllm-arg",), pairs="settings")
+
+    def engine_spec(self, name: str, model: str | None, **changes) -> EngineSpec:
+        """The spec of an engine of these options (``changes``: another endpoint or headers, as the judge's)."""
+        values = {"base_url": self.base_url, "concurrency": self.concurrency, "context_tokens": self.context_tokens,
+                  "headers": self.headers, "retries": self.retries, "give_up_after": self.give_up_after, **changes}
+        values["headers"] = tuple(sorted(values["headers"].items()))
+        options = tuple(sorted(self.vllm.items())) if name == "vllm" else ()
+        return EngineSpec(name, model, options=options, **values)
+
+
+@dataclass
+class ExecutorOptions:
+    """Where requests are answered (``ipm build``, ``ipm infer``)."""
+
+    executor: str = option("local", """local: this process | ray: engines in Ray actors (RAY_ADDRESS or
+        --ray-address, else a local Ray on this machine).""", group=EXECUTOR, choices=EXECUTORS)
+    workers: int = option(2, "Ray workers; each owns one engine for its whole life and answers whole dialogues.",
+                          group=EXECUTOR, range=(1, 4096))
+    worker_cpus: float | None = option(None, """CPUs per Ray worker (default: the cluster's CPUs shared out, at most
+        1); an embedded engine uses as many threads.""", group=EXECUTOR, range=(0, None, True))
+    worker_gpus: float = option(0.0, "GPUs per Ray worker (vLLM: tensor_parallel_size GPUs each).", group=EXECUTOR,
+                                range=(0, None))
+    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a local Ray).",
+                                     group=EXECUTOR)
+
+
+@dataclass
+class SourceOptions:
+    """What a build reads and how it splits it."""
+
+    source: str = option("esconv", """esconv | failed-esconv | json (any ESConv-style JSON list or JSON lines file)
+        | extes | mesc | esc-pro (your copy, by --source-path).""", group=SOURCE, choices=SOURCES)
+    source_path: str | None = option(None, """Local copy of the source: a JSON list / JSONL file, or a directory
+        (with ESConv.json or the Hub's train/valid/test.txt). For esconv, IPM_ESCONV_PATH is used when unset;
+        otherwise upstream is downloaded, verified and cached.""", group=SOURCE)
+    taxonomy: str | None = option(None, """The strategy labels: esconv | extes | mesc | esc-pro | a YAML file
+        (default: the source's own; ESConv's for esconv, failed-esconv and json).""", group=SOURCE)
+    split: str | None = option(None, """decoupledesc (the paper's; default for esconv) | hf (upstream seed-13) |
+        random (default for others).""", group=SOURCE, choices=SPLIT_METHODS)
+    seed: int = option(0, "Seed of --split random.", group=SOURCE, range=(0, None))
+    limit: int | None = option(None, "Keep the first N dialogues of each split, in the order of the split's index "
+                                     "list.", group=SOURCE, range=(1, None))
+    on_invalid: str = option("error", """error: stop on the first bad source record, listing every problem | skip:
+        drop bad dialogues, counted in the manifest.""", group=SOURCE, choices=("error", "skip"))
+
+
+@dataclass
+class OutputOptions:
+    """What a build writes, and where."""
+
+    stage: str = option("all", """sft: stop after the SFT configs (no LLM) | import: also the pairs the source holds
+        itself (ESC-Pro; no LLM) | all: also mine and judge preference pairs.""", group=OUTPUT, choices=STAGES)
+    out: str = option("ipm_prefdial", """Build directory: new, empty or an earlier build. Only README.md,
+        manifest.json and data/ are written inside it.""", group=OUTPUT)
+    dataset_version: str = option("0.2.0", "Version of the dataset build (card, manifest, Hub tag v<version>).",
+                                  group=OUTPUT)
+    cache_dir: str | None = option(None, "Cache root (downloads, LLM answers). Default: IPM_CACHE_DIR or the user "
+                                         "cache directory.", group=OUTPUT)
+    prompts_dir: str | None = option(None, "Directory of prompt templates replacing the bundled prompts/.",
+                                     group=OUTPUT)
+    trim_tokens: int | None = option(None, """Shorten every prompt (SFT rows, mining requests, pairs) from its oldest
+        history until prompt + answer fit N tokens; the system prompt and the current turn stay. Off by default (the
+        paper's data is untrimmed).""", group=OUTPUT, range=(64, None))
+    trim_tokenizer: str = option("bundled", """Tokenizer that counts prompt tokens (for --trim-tokens and the card's
+        prompt lengths): bundled (SmolLM2, offline), a local directory or GGUF, a Hub id, or none (no counting).""",
+                                 group=OUTPUT)
+    no_cache: bool = option(False, "Neither read nor write the request cache.", group=OUTPUT)
+    retry_failed: bool = option(False, "Re-send requests whose recorded answer was a failure (truncated, invalid).",
+                                group=OUTPUT)
+    dry_run: bool = option(False, """Print the number of requests and a token estimate per task; send nothing, write
+        nothing.""", group=OUTPUT)
+
+
+@dataclass
+class PolicyOptions:
+    """The policy that is mined: its engine and how it is sampled."""
+
+    engine: str = option("local", "Policy engine: local (embedded llama.cpp) | openai | vllm | transformers.",
+                         group=ENGINE, choices=ENGINES)
+    samples: int = option(1, "Policy samples per turn (the paper: 1).", group=ENGINE, range=(1, 64))
+    temperature: float = option(0.7, "Policy sampling temperature (the paper: 0.7).", group=ENGINE, range=(0, 2))
+    top_p: float = option(0.95, "Policy nucleus sampling (the paper: 0.95).", group=ENGINE, range=(0, 1, True))
+    sp_max_tokens: int = option(32, "Answer bound of SP requests.", group=ENGINE, range=TOKENS)
+    rg_max_tokens: int = option(160, "Answer bound of RG requests; a reply cut there is trimmed to its last full "
+                                     "sentence.", group=ENGINE, range=TOKENS)
+    vm_max_tokens: int = option(192, "Answer bound of VM requests.", group=ENGINE, range=TOKENS)
+
+
+@dataclass
+class JudgeOptions:
+    """The judge of the response-level pairs."""
+
+    judge_engine: str | None = option(None, "Judge engine (default: the policy engine).", group=JUDGE,
+                                      choices=ENGINES)
+    judge_base_url: str | None = option(None, "Judge endpoint (engine openai; default: --base-url).", group=JUDGE)
+    judge_model: str | None = option(None, "Judge model (default: the policy model).", group=JUDGE)
+    judge_temperature: float = option(0.0, "Judge temperature (0: a verdict should not depend on luck).",
+                                      group=JUDGE, range=(0, 2))
+    judge_max_tokens: int = option(320, "Answer bound of judge requests.", group=JUDGE, range=TOKENS)
+    judge_headers: dict = option(help="""An HTTP header for the judge's endpoint, NAME=VALUE (repeatable; default:
+        --header's, when the judge uses --base-url).""", group=JUDGE, flags=("--judge-header",), pairs="headers")
+    no_judge: bool = option(False, "Skip the judge: judge is null in every pair.", group=JUDGE)
+
+
+# The groups, in the order of ``ipm build --help`` and of the fields: a base class listed last comes first.
+@dataclass
+class BuildConfig(ExecutorOptions, JudgeOptions, EngineOptions, PolicyOptions, OutputOptions, SourceOptions):
+    """Every option of ``ipm build``."""
 
     def resolved_split(self) -> str:
         return self.split or ("decoupledesc" if self.source == "esconv" else "random")
@@ -150,97 +181,153 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def load(cls, yaml_path: str | Path | None = None, **overrides) -> BuildConfig:
-        """Defaults, then the YAML file, then every override that is not None."""
-        values: dict = {}
-        if yaml_path is not None:
-            path = Path(yaml_path)
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"{path}: cannot read the config: {exc}") from None
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: expected a mapping of option names to values")
-            known = {f.name for f in fields(cls)}
-            for key, value in data.items():
-                name = str(key).replace("-", "_")
-                if name not in known:
-                    raise ConfigError(f"{path}: unknown option {key!r}; known: {', '.join(sorted(known))}")
-                values[name] = value
-            for key, value in values.items():
-                check_type(cls, key, value, f"{path}: {key}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def load(cls, yaml_path: str | Path | None = None, **given) -> BuildConfig:
+        """Defaults, then the YAML file, then every value given that is not None."""
+        return load_config(cls, yaml_path, given)
+
+    # -- what each role's engine is made from --------------------------------------------------------------
+
+    def judge_request_headers(self) -> dict:
+        """The judge's headers: its own, else the policy's when both use one endpoint (never sent elsewhere)."""
+        if self.judge_headers or (self.judge_base_url and self.judge_base_url != self.base_url):
+            return dict(self.judge_headers)
+        return dict(self.headers)
+
+    def engine_specs(self) -> dict[str, EngineSpec]:
+        """The engine of each task's policy and of the judge (unless --no-judge)."""
+        specs = {task: self.engine_spec(self.engine, getattr(self, f"{task}_model") or self.model)
+                 for task in ("sp", "rg", "vm")}
+        if not self.no_judge:
+            specs["judge"] = self.engine_spec(self.judge_engine or self.engine, self.judge_model or self.model,
+                                              base_url=self.judge_base_url or self.base_url,
+                                              headers=self.judge_request_headers())
+        return specs
+
+    # -- checks ----------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Every option, before any work starts: choices, ranges, combinations, and where the build may be
+        written. A bad value is one line naming the option (``ConfigError``); nothing is read, sent or written."""
+        check_options(self)
+        if self.stage == "all" and self.engine == "openai" and not self.base_url:
+            raise ConfigError("--engine openai needs --base-url")
+        if self.stage == "all" and not self.no_judge and self.judge_engine == "openai" and not (
+                self.judge_base_url or self.base_url):
+            raise ConfigError("--judge-engine openai needs --judge-base-url")
+        for name in ("base_url", "judge_base_url"):
+            if getattr(self, name) is not None:
+                check_url(getattr(self, name), flag(name))
+        if not VERSION.fullmatch(self.dataset_version):
+            raise ConfigError(f"--dataset-version must look like 1.2.0 (letters, digits, '.', '-', '+'; it becomes "
+                              f"the Hub tag v<version>), not {self.dataset_version!r}")
+        biggest = max(self.sp_max_tokens, self.rg_max_tokens, self.vm_max_tokens, self.judge_max_tokens)
+        if self.context_tokens is not None and self.context_tokens <= biggest:
+            raise ConfigError(f"--context-tokens {self.context_tokens} leaves no room for a prompt next to an answer "
+                              f"of up to {biggest} tokens (the largest --*-max-tokens)")
+        if self.stage == "import" and self.source not in IMPORT_SOURCES:
+            raise ConfigError(f"--stage import: the {self.source} source holds no pairs of its own (ESC-Pro's "
+                              "non-preferred replies are such pairs); use --stage sft or all")
+        if self.taxonomy is not None and self.taxonomy not in BUILTIN and not Path(self.taxonomy).is_file():
+            raise ConfigError(f"--taxonomy {self.taxonomy}: neither a built-in taxonomy ({', '.join(BUILTIN)}) nor "
+                              "a file")
+        for name in ("cache_dir", "prompts_dir"):
+            path = getattr(self, name)
+            if path is not None and Path(path).exists() and not Path(path).is_dir():
+                raise ConfigError(f"{flag(name)} {path}: not a directory")
+        if self.prompts_dir is not None and not Path(self.prompts_dir).is_dir():
+            raise ConfigError(f"--prompts-dir {self.prompts_dir}: no such directory")
+        check_out(Path(self.out))
 
 
-# The range of every numeric option: (least, greatest, least excluded). Checked before any work starts, whether a
-# value came from the command line or from a YAML config.
-RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "seed": (0, None, False), "limit": (1, None, False), "trim_tokens": (64, None, False),
-    "concurrency": (1, 4096, False), "context_tokens": (256, None, False), "samples": (1, 64, False),
-    "temperature": (0, 2, False), "top_p": (0, 1, True), "judge_temperature": (0, 2, False),
-    "sp_max_tokens": (1, 65536, False), "rg_max_tokens": (1, 65536, False), "vm_max_tokens": (1, 65536, False),
-    "judge_max_tokens": (1, 65536, False), "workers": (1, 4096, False), "worker_cpus": (0, None, True),
-    "worker_gpus": (0, None, False), "give_up_after": (0, None, True), "retries": (0, 20, False),
-    "max_tokens": (1, 65536, False),  # ipm engine-check
-}
-FLOATS = frozenset({"temperature", "top_p", "judge_temperature", "worker_cpus", "worker_gpus", "give_up_after"})
-MAPPINGS = frozenset({"vllm", "headers", "judge_headers"})
-FLAGS = frozenset({"no_judge", "no_cache", "retry_failed", "dry_run"})
+# Options that may hold a local path: a build records only the last part (a file or folder name), since a build
+# is published and must not carry the building machine's directories; sources and models are identified by
+# their sha256 elsewhere in the manifest.
+PATH_OPTIONS = ("source_path", "taxonomy", "out", "cache_dir", "prompts_dir", "model", "sp_model", "rg_model",
+                "vm_model", "judge_model", "trim_tokenizer")
+SHELL_SAFE = re.compile(r"[\w./:@%+=,-]+")
 
 
-def option(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def recorded_config(cfg: BuildConfig) -> dict:
+    """The config as a build records it: local paths as names, nothing secret (header values, a URL's user and
+    password or query keys are left out)."""
+    from ipm_prefdial.engines.urls import public_url
+
+    recorded = cfg.as_dict()
+    for name in PATH_OPTIONS:
+        value = recorded.get(name)
+        if isinstance(value, str) and (os.path.isabs(value) or os.path.exists(value)):
+            recorded[name] = Path(value).name
+    for name in ("headers", "judge_headers"):
+        recorded[name] = sorted(recorded[name])  # their names: the values may be keys
+    for name in ("base_url", "judge_base_url"):
+        if recorded[name]:
+            recorded[name] = public_url(recorded[name])
+    return recorded
 
 
-def check_type(cls, name: str, value: object, where: str) -> None:
-    """A YAML value of the wrong kind (``concurrency: many``) is named before anything runs."""
-    if value is None:
-        return
-    if name in FLOATS:
-        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif name in RANGES:
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-    elif name in MAPPINGS:
-        ok, kind = isinstance(value, dict), "a mapping"
-    elif name in FLAGS:
-        ok, kind = isinstance(value, bool), "true or false"
-    else:
-        ok, kind = isinstance(value, str), "a string"
-    if not ok:
-        raise ConfigError(f"{where}: expected {kind}, got {value!r}")
-
-
-def check_range(name: str, value: float | None, label: str | None = None) -> None:
-    """``value`` within the range of option ``name``, else a ``ConfigError`` naming ``label`` (default: the option)."""
-    if value is None or name not in RANGES:
-        return
-    low, high, open_low = RANGES[name]
-    if (low is not None and (value <= low if open_low else value < low)) or (high is not None and value > high):
-        if high is None:
-            rule = f"above {low:g}" if open_low else f"at least {low:g}"
+def rerun_command(recorded: dict) -> str:
+    """The ``ipm build`` command of a recorded config (the options that differ from the defaults; local paths are
+    names, header values left out): what completes an incomplete build."""
+    defaults = BuildConfig().as_dict()
+    parts = ["ipm build"]
+    for name, value in recorded.items():
+        if name in ("dry_run", "vllm", "headers", "judge_headers") or value == defaults.get(name) or value is None:
+            continue
+        if isinstance(value, bool):
+            parts.append(flag(name))
         else:
-            rule = f"above {low:g} and at most {high:g}" if open_low else f"between {low:g} and {high:g}"
-        raise ConfigError(f"{label or option(name)} must be {rule}, not {value!r}")
+            text = str(value)
+            parts.append(f"{flag(name)} {text if SHELL_SAFE.fullmatch(text) else shlex.quote(text)}")
+    parts += [f"--vllm-arg {k}={v}" for k, v in sorted(recorded.get("vllm", {}).items())]
+    parts += [f"--header {k}=..." for k in recorded.get("headers", [])]
+    parts += [f"--judge-header {k}=..." for k in recorded.get("judge_headers", [])]
+    return " ".join(parts)
 
 
-def parse_headers(items: list[str], name: str) -> dict[str, str]:
-    """``--header KEY=VALUE`` values as a mapping, header names checked (the values are never echoed)."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not HEADER_NAME.fullmatch(key):
-            shown = key if HEADER_NAME.fullmatch(key or "-") else "..."
-            raise ConfigError(f"{name} {shown}=...: expected NAME=VALUE with a header name of letters, digits and "
-                              "-")
-        out[key] = value.strip()
-    return out
+def check_url(url: str, name: str) -> None:
+    """An endpoint that can be asked: http(s), a host, a port in range (the message never repeats a password)."""
+    from urllib.parse import urlsplit
+
+    from ipm_prefdial.engines.urls import public_url
+
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        try:
+            shown = public_url(url)
+        except ValueError:
+            shown = url.split("@")[-1]
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host (and a port from 1 to 65535), "
+                          f"not {shown!r}")
 
 
-def check_headers(name: str, headers: dict) -> None:
-    for key, value in headers.items():
-        if not isinstance(key, str) or not HEADER_NAME.fullmatch(key) or not isinstance(value, str) \
-                or "\n" in value or "\r" in value:
-            raise ConfigError(f"{option(name)}: header {str(key)!r} needs a name of letters, digits and - and a "
-                              "one-line string value")
+def check_out(out: Path) -> None:
+    """A build writes README.md, manifest.json and data/ in its directory and removes stale parquet files there, so
+    it may only be a new or empty directory, an earlier build, or the package directory of a checkout (where
+    ``load_dataset("ipm_prefdial", ...)`` finds it); anything else (a file, a folder of other things) is refused
+    before anything is read or written."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: a file, not a directory")
+    if out.resolve() == Path(__file__).resolve().parent:  # the checkout's package directory (PRODUCT.md)
+        return
+    # hidden entries (.git, .gitattributes of a clone of the dataset's Hub repo) are left alone, not refused
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in BUILD_FILES and not p.name.startswith("."))
+    if not foreign and (out / "data").exists() and not (out / "data").is_dir():
+        foreign = ["data (a file)"]
+    if not foreign and (out / "manifest.json").is_file():
+        try:
+            name = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("name")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            name = None
+        if name != "IPM-PrefDial":
+            foreign = ["manifest.json (not an IPM-PrefDial build's)"]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"--out {out}: holds {shown}, so it is not a build directory; a build only writes "
+                          f"{', '.join(BUILD_FILES)} there: choose a new or empty directory")

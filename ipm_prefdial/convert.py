@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ipm_prefdial.engines.base import message_dict
+from ipm_prefdial.engines.requests import message_dict
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.sources import Dialogue
 from ipm_prefdial.tokens import Trimmer

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jinja2
 
+from ipm_prefdial.errors import InputError, SetupError
 from ipm_prefdial.taxonomy import Taxonomy, builtin
 
 # What separates the last user message of an RG prompt (the seeker's words, the inserted "Hi" or the " " filler)
@@ -20,7 +21,7 @@ JUDGE_EXPLANATION_CHARS = 120
 TEMPLATES = ("sp_system.j2", "rg_system.j2", "vm_system.j2", "rg_instruction.j2", "judge_system.j2", "judge_user.j2")
 
 
-class PromptError(RuntimeError):
+class PromptError(InputError):
     """A prompt template that does not render (its file, its line, what is wrong)."""
 
 
@@ -30,7 +31,7 @@ def default_prompts_dir() -> Path:
     for candidate in (here / "prompts", here.parent / "prompts"):
         if (candidate / "sp_system.j2").is_file():
             return candidate
-    raise FileNotFoundError(f"prompt templates not found next to {here} (looked for prompts/sp_system.j2)")
+    raise SetupError(f"prompt templates not found next to {here} (looked for prompts/sp_system.j2)")
 
 
 def sha256_text(text: str) -> str:
@@ -80,7 +81,7 @@ class Prompts:
         try:
             return self._env.get_template(name).render(**context).strip("\n")
         except jinja2.TemplateNotFound as exc:
-            raise FileNotFoundError(f"{self.directory / name}: prompt template missing") from exc
+            raise PromptError(f"{self.directory / name}: prompt template missing") from exc
         except jinja2.TemplateSyntaxError as exc:
             raise PromptError(f"{self.directory / name}: line {exc.lineno}: {exc.message}") from None
         except jinja2.UndefinedError as exc:

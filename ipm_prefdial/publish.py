@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ipm_prefdial.errors import InputError
 from ipm_prefdial.release.card import render_card
 from ipm_prefdial.validate import validate
 
 UPLOADED = ["README.md", "manifest.json", "data/**/*.parquet"]
 
 
-class PublishError(RuntimeError):
+class PublishError(InputError):
     pass
 
 

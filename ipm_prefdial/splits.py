@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+from functools import cache
+from importlib.resources import files
 
-from ipm_prefdial.resources import split_indices
 from ipm_prefdial.sources import Dialogue, LoadedSource, SourceError
 from ipm_prefdial.sources.load import HUB_TEST, HUB_VALID, hub_permutation
 
@@ -12,6 +14,14 @@ SPLIT_METHODS = ("decoupledesc", "hf", "random")
 SPLITS = ("train", "validation", "test")
 ESCONV_SIZE = 1300
 
+
+
+@cache
+def split_indices() -> dict[str, list[int]]:
+    """The paper's index lists into ESConv's original order (package data; see the ``_note`` entry of
+    resources/split_indices.json)."""
+    data = json.loads(files("ipm_prefdial.resources").joinpath("split_indices.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if not k.startswith("_")}
 
 def split_ids(method: str, source: LoadedSource, *, seed: int = 0,
               fractions: tuple[float, float] = (0.1, 0.1)) -> dict[str, list[int]]:

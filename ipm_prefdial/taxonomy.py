@@ -26,11 +26,13 @@ from pathlib import Path
 
 import yaml
 
+from ipm_prefdial.errors import InputError
+
 EMPTY_RULES = ("error", "skip")
 BUILTIN = ("esconv", "extes", "mesc", "esc-pro")
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(InputError):
     """A taxonomy file that cannot be used, or a label outside it; the message names the file, field or place."""
 
 

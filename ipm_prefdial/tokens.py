@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ipm_prefdial.errors import InputError
 from ipm_prefdial.history import drop_oldest
 
 BUNDLED = "bundled"
@@ -27,7 +28,7 @@ SAMPLE_ROWS = 2000  # rows per config measured when the build is not trimmed (al
 PERCENTILES = (50, 90, 95, 99)
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(InputError):
     pass
 
 
@@ -47,7 +48,7 @@ def load_tokenizer(name: str = BUNDLED, cache_dir: Path | None = None) -> tuple[
 
     if name == BUNDLED:
         from ipm_prefdial.engines.local import bundled_gguf
-        from ipm_prefdial.sources.download import default_cache_dir
+        from ipm_prefdial.paths import default_cache_dir
 
         gguf = bundled_gguf()
         _, recorded = model_identity(str(gguf))
@@ -150,3 +151,30 @@ def length_stats(counter: TokenCounter, picked: Sequence[Sequence[dict]], *, row
     over = sum(n > TRL_MAX_LENGTH for n in lengths)
     return {"rows": len(lengths), "of": rows, **{f"p{q}": pct(q) for q in PERCENTILES}, "max": lengths[-1],
             f"over_{TRL_MAX_LENGTH}": over, f"over_{TRL_MAX_LENGTH}_share": round(over / len(lengths), 4)}
+
+
+class LengthSample:
+    """Prompt lengths in tokens per SFT config (pair prompts are the same prompts), for the card: all rows of a
+    trimmed build, a seeded sample of ``SAMPLE_ROWS`` otherwise (chosen by row number, so only the sampled prompts
+    are kept while the rows stream to their files)."""
+
+    def __init__(self, counter: TokenCounter, configs: Sequence[str], rows: int, exact: bool):
+        self.counter = counter
+        self.configs = tuple(configs)
+        self.rows = rows
+        self.picked = sample_rows(rows, None if exact else SAMPLE_ROWS)
+        self.seen: dict[str, int] = {c: 0 for c in self.configs}
+        self.kept: dict[str, list] = {c: [] for c in self.configs}
+
+    def add(self, config: str, prompt: list[dict]) -> None:
+        index = self.seen[config]
+        self.seen[config] += 1
+        if self.picked is None or index in self.picked:
+            self.kept[config].append(prompt)
+
+    def stats(self) -> dict:
+        out: dict = {"tokenizer": self.counter.name}
+        for config in self.configs:
+            assert self.seen[config] == self.rows, (config, self.seen[config], self.rows)
+            out[config] = length_stats(self.counter, self.kept[config], rows=self.rows)
+        return out

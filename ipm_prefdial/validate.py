@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ipm_prefdial.convert import parse_tagged
-from ipm_prefdial.judging import ERROR_TYPES, JUDGED, NOT_APPLICABLE, STATUS_PATTERN
-from ipm_prefdial.mining import IMPORTED, is_copy, normalise
+from ipm_prefdial.mining.judge import ERROR_TYPES, JUDGED, NOT_APPLICABLE, STATUS_PATTERN
+from ipm_prefdial.mining.policy import IMPORTED, is_copy, normalise
 from ipm_prefdial.prompts import Prompts, RgInstruction, sha256_text
 from ipm_prefdial.release.card import read_card_metadata
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, RETAINED_OF, TASK_OF, is_retained

@@ -30,10 +30,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ipm_prefdial.agreement import pair_digest
-from ipm_prefdial.config import ConfigError
+from ipm_prefdial.agreement.read import pair_digest
 from ipm_prefdial.convert import parse_tagged
-from ipm_prefdial.judging import ERROR_TYPES
+from ipm_prefdial.errors import ConfigError, InputError
+from ipm_prefdial.mining.judge import ERROR_TYPES
 from ipm_prefdial.release.features import PAIR_CONFIGS, RETAINED_OF, TASK_OF, data_file
 from ipm_prefdial.release.files import read_rows, write_bytes_atomic
 from ipm_prefdial.taxonomy import Taxonomy, TaxonomyError, builtin, from_manifest
@@ -59,7 +59,7 @@ _WORD = re.compile(r"\w+")
 _LINES = re.compile(r"(?<=\n)(?=[^\n])")  # after a run of newlines: a line keeps the newlines that end it
 
 
-class ViewError(ValueError):
+class ViewError(InputError):
     """A build the viewer cannot read, or an output it must not write; the message names the file or option."""
 
 

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ESCONV_DIR, ESCONV_JSON, HUB_DIR, plain
+from helpers import ESCONV_DIR, ESCONV_JSON, HUB_DIR, plain
 from ipm_prefdial.build import build
 from ipm_prefdial.cli import app
-from ipm_prefdial.config import BuildConfig, ConfigError
+from ipm_prefdial.config import BuildConfig
+from ipm_prefdial.errors import ConfigError
 from ipm_prefdial.release.card import read_card_metadata
 from ipm_prefdial.release.features import SFT_CONFIGS
 

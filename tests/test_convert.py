@@ -8,7 +8,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ESCONV_DIR
+from helpers import ESCONV_DIR
 from ipm_prefdial.convert import parse_tagged, sft_rows, sp_history_text, tagged, turns
 from ipm_prefdial.prompts import Prompts
 from ipm_prefdial.sources import Dialogue, Utterance

@@ -1,23 +1,19 @@
 """Whole builds of the other corpora's layouts (ExTES, MESC, ESC-Pro) from the tiny invented files of
-tests/corpora.py: literal rows, the taxonomy in every prompt and in the constrained SP choice sent, the card, the
-manifest's counts, `ipm validate`, ESC-Pro's own pairs (`--stage import`), unknown labels refused with their place,
-and one `--stage all --limit 2` on the embedded engine with the real small model."""
+tests/helpers/corpora.py: literal rows, the taxonomy in every prompt and in the constrained SP choice sent, the
+card, the manifest's counts, `ipm validate`, ESC-Pro's own pairs (`--stage import`), unknown labels refused with
+their place, and one `--stage all --limit 2` on the embedded engine with the real small model."""
 
 from __future__ import annotations
 
 import json
 import random
 
-import corpora
 import pyarrow.parquet as pq
-import pytest
-from fake_llm import FakeLLM
-from typer.testing import CliRunner
 
-from conftest import plain
-from ipm_prefdial.cli import app
+from helpers import corpora
+from helpers.corpora import invoke
+from ipm_prefdial.testing.fake_llm import FakeLLM
 
-runner = CliRunner()
 EXTES = ["Reflective Statements", "Clarification", "Emotional Validation", "Empathetic Statements", "Affirmation",
          "Offer Hope", "Avoid Judgment And Criticism", "Suggest Options", "Collaborative Planning",
          "Provide Different Perspectives", "Reframe Negative Thoughts", "Share Information", "Normalize Experiences",
@@ -28,28 +24,6 @@ EXTES_CLARIFICATION = ("- Clarification: ask about something unclear so that you
 
 def rows(out, config, split="train"):
     return pq.read_table(out / "data" / config / f"{split}-00000-of-00001.parquet").to_pylist()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result, plain(result.output)
-
-
-@pytest.fixture(scope="module")
-def extes(tmp_path_factory):
-    """The tiny ExTES file (2 dialogues, both in train) mined and judged on the test server, which keeps every
-    request body it answered."""
-    root = tmp_path_factory.mktemp("extes")
-    source = corpora.write_extes(root / "corpus")
-    server = FakeLLM(keep_bodies=True).start()
-    try:
-        result, text = invoke("build", "--source", "extes", "--source-path", source, "--engine", "openai",
-                              "--base-url", server.url, "--out", root / "out", "--cache-dir", root / "cache",
-                              "--trim-tokenizer", "none")
-    finally:
-        server.stop()
-    assert result.exit_code == 0, text
-    return {"out": root / "out", "bodies": server.bodies, "root": root}
 
 
 def test_extes_rows_are_the_labelled_supporter_turns(extes):
@@ -318,7 +292,7 @@ def _extes_like(n: int) -> list[dict]:
     return out
 
 
-def test_extes_layout_end_to_end_on_the_embedded_engine(tmp_path):
+def test_extes_layout_end_to_end_on_the_embedded_engine(tmp_path, smollm2):
     """The real small model on the default engine: `--stage all --limit 2` of an ExTES-layout file, then validate."""
     source = corpora.write_extes(tmp_path / "corpus", _extes_like(10))  # random split: 8 / 1 / 1
     out = tmp_path / "out"

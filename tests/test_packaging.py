@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import ESCONV_JSON
+from helpers import ESCONV_JSON
 
 ROOT = Path(__file__).resolve().parents[1]
 

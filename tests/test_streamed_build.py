@@ -15,13 +15,15 @@ import pytest
 from rich.progress import Progress
 from typer.testing import CliRunner
 
-from conftest import ESCONV_JSON, fake_build_args
-from ipm_prefdial import pipeline
+from helpers import ESCONV_JSON, fake_build_args
 from ipm_prefdial.build import build
 from ipm_prefdial.cli import app
 from ipm_prefdial.config import BuildConfig
-from ipm_prefdial.engines import ChatRequest, ChatResult, Engine, run_requests
-from ipm_prefdial.engines.base import stream_grouped
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult
+from ipm_prefdial.engines.runner import run_requests
+from ipm_prefdial.engines.streaming import stream_grouped
+from ipm_prefdial.mining import run as pipeline
 from ipm_prefdial.release.features import SFT_FEATURES
 from ipm_prefdial.release.files import DataFiles, ParquetSink
 

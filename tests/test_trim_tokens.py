@@ -10,28 +10,17 @@ import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
-from conftest import ESCONV_JSON, fake_build_args
+from helpers import fake_build_args
+from helpers.trim_tokens import N
 from ipm_prefdial.cli import app
 from ipm_prefdial.release.features import FEATURES
 from ipm_prefdial.release.files import sha256_file
 from ipm_prefdial.validate import validate
 
 runner = CliRunner()
-N = 600
 MAX_TOKENS = {"strategy": 32, "response": 160, "joint": 192}  # the build's default --*-max-tokens
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from transformers import AutoTokenizer
-
-    from ipm_prefdial.engines.local import bundled_gguf
-
-    gguf = bundled_gguf()
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
 def prompt_tokens(tok, prompt) -> int:
@@ -42,18 +31,6 @@ def reserve(tok, kind: str, answer: str) -> int:
     """The answer a prompt must leave room for: the longer of the gold answer and the task's max_tokens, plus the
     two tokens that end a turn."""
     return max(len(tok(answer, add_special_tokens=False)["input_ids"]), MAX_TOKENS[kind]) + 2
-
-
-@pytest.fixture(scope="module")
-def builds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trim")
-    out = {}
-    for name, extra in (("full", []), ("trimmed", ["--trim-tokens", str(N)])):
-        out[name] = root / name / "ipm_prefdial"
-        result = runner.invoke(app, ["build", "--stage", "sft", "--source-path", str(ESCONV_JSON), "--limit", "3",
-                                     "--out", str(out[name]), "--cache-dir", str(root / "cache"), *extra])
-        assert result.exit_code == 0, result.output
-    return out
 
 
 def rows(out, config, split="train"):
@@ -122,7 +99,7 @@ def test_every_card_shows_the_measured_prompt_lengths(builds, tok):
 
 
 def test_mining_requests_and_pair_prompts_are_trimmed_the_same_way(fake_llm, tmp_path, tok):
-    from fake_llm import FakeLLM
+    from ipm_prefdial.testing.fake_llm import FakeLLM
 
     server = FakeLLM(keep_bodies=True).start()
     out = tmp_path / "ds"

@@ -7,13 +7,9 @@ import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
-from conftest import ESCONV_JSON
-from ipm_prefdial.build import build
 from ipm_prefdial.cli import app
-from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.release.features import FEATURES
 from ipm_prefdial.release.files import sha256_file
 from ipm_prefdial.validate import validate
@@ -21,20 +17,6 @@ from ipm_prefdial.validate import validate
 runner = CliRunner()
 TRAIN = "data/strategy_sft/train-00000-of-00001.parquet"
 TEST = "data/strategy_sft/test-00000-of-00001.parquet"
-
-
-@pytest.fixture(scope="module")
-def small_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("v") / "ds"
-    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out), limit=4))
-    return out
-
-
-@pytest.fixture
-def ds(small_build, tmp_path):
-    copy = tmp_path / "ds"
-    shutil.copytree(small_build, copy)
-    return copy
 
 
 def rewrite(ds, rel, rows, *, fix_manifest: bool):

@@ -9,40 +9,16 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
-from synthetic import IMG_SEEKER, SCRIPT_REPLY, SUPPORTER_FIRST, TWO_IN_A_ROW
 from typer.testing import CliRunner
 
-from conftest import plain
+from helpers import plain
+from helpers.synthetic import IMG_SEEKER, SCRIPT_REPLY, SUPPORTER_FIRST, TWO_IN_A_ROW
+from helpers.view import page_data, parquet_rows
 from ipm_prefdial.cli import app
 from ipm_prefdial.view import reply_flags, stratified_sample
 
 PAIRS = ("strategy_pairs", "response_pairs", "joint_pairs")
-
-
-def page_data(html: str) -> dict:
-    block = re.search(r'<script type="application/json" id="ipm-data">(.*?)</script>', html, re.S)
-    assert block, "no data block"
-    return json.loads(block.group(1))
-
-
-def parquet_rows(build: Path, config: str) -> list[dict]:
-    rows = []
-    for split in ("train", "validation"):
-        path = build / "data" / config / f"{split}-00000-of-00001.parquet"
-        if path.is_file():
-            rows += [dict(r, split=split) for r in pq.read_table(path).to_pylist()]
-    return rows
-
-
-@pytest.fixture(scope="module")
-def page(synthetic_build, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("view") / "view.html"
-    result = CliRunner().invoke(app, ["view", str(synthetic_build["out"]), "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    html = out.read_text(encoding="utf-8")
-    return {"path": out, "html": html, "data": page_data(html), "output": plain(result.output)}
 
 
 def test_the_page_is_one_offline_file_with_every_string_escaped(page):
@@ -185,20 +161,6 @@ def test_sample_and_annotate_pages(synthetic_build, tmp_path):
                                       "--sample", "5"])
     data = page_data((tmp_path / "five.html").read_text(encoding="utf-8"))
     assert len(data["pairs"]) == 5 and len({p["d"] for p in data["pairs"]}) == 5
-
-
-@pytest.fixture(scope="module")
-def trimmed(fake_llm, synthetic_build, tmp_path_factory) -> dict:
-    """The synthetic corpus built again with --trim-tokens 450 and --samples 2, and its page."""
-    from synthetic import build_args
-
-    root = tmp_path_factory.mktemp("trimmed")
-    out = root / "ipm_prefdial"
-    args = build_args(synthetic_build["corpus"], fake_llm["url"], out, root / "cache")
-    result = CliRunner().invoke(app, [*args, "--trim-tokens", "450", "--samples", "2"])
-    assert result.exit_code == 0, result.output
-    assert CliRunner().invoke(app, ["view", str(out), "-o", str(root / "view.html")]).exit_code == 0
-    return {"out": out, "data": page_data((root / "view.html").read_text(encoding="utf-8"))}
 
 
 def test_dialogues_are_rebuilt_whole_from_trimmed_prompts(synthetic_build, trimmed):

@@ -17,42 +17,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from synthetic import IMG_SEEKER, SCRIPT_REPLY
-from test_view import parquet_rows
 from typer.testing import CliRunner
 
+from helpers.synthetic import IMG_SEEKER, SCRIPT_REPLY
+from helpers.view import parquet_rows
 from ipm_prefdial.cli import app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("IPM_CHROMIUM", "/usr/bin/chromium")
-# The flags a closed network needs: no background connections (update checks, sync), no QUIC, no sandbox as root.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions"]
 OUTPUT = Path(os.environ.get("IPM_TEST_OUTPUT", Path(__file__).resolve().parents[1] / "test-output"))
 PAIRS = ("strategy_pairs", "response_pairs", "joint_pairs")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (make test-browser)")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (make test-browser installs Debian's chromium as root)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def pages(synthetic_build, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("view-browser")
-    paths = {"browse": root / "view.html", "annotate": root / "annotate.html"}
-    for mode, path in paths.items():
-        extra = ["--annotate"] if mode == "annotate" else []
-        result = CliRunner().invoke(app, ["view", str(synthetic_build["out"]), "-o", str(path), *extra])
-        assert result.exit_code == 0, result.output
-    return paths
 
 
 class Watch:

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ipm_prefdial.engines.base import ChatResult
+from ipm_prefdial.engines.requests import ChatResult
+from ipm_prefdial.errors import InputError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS failures (
 CHUNK = 500  # keys per SELECT (SQLite's variable limit is far above this)
 
 
-class CacheError(RuntimeError):
+class CacheError(InputError):
     """The cache file cannot be used (damaged, locked, unreadable). The message is one line: the file, the reason
     and what to do."""
 

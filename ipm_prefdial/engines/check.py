@@ -7,8 +7,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ipm_prefdial.engines.base import ChatRequest, Engine, Sampling
+from ipm_prefdial.engines.base import Engine
 from ipm_prefdial.engines.cache import RequestCache
+from ipm_prefdial.engines.requests import ChatRequest, Sampling
 from ipm_prefdial.engines.runner import Stats, run_coroutine, run_requests
 from ipm_prefdial.progress import progress_bar
 

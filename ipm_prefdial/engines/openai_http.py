@@ -29,35 +29,16 @@ import ssl
 import time
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-from urllib.request import getproxies, proxy_bypass
+from urllib.parse import urlencode
 
 import aiohttp
 
-from ipm_prefdial.engines.base import (
-    EXIT_REFUSED,
-    Breaker,
-    ChatRequest,
-    ChatResult,
-    Choice,
-    Engine,
-    EngineStop,
-    JsonSchema,
-    check_output,
-    failure,
-    stream_grouped,
-)
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment names for ``url`` (``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``, unless ``NO_PROXY``
-    lists its host), or None: what aiohttp's ``trust_env`` would find, found once."""
-    parts = urlsplit(url)
-    if proxy_bypass(parts.hostname or ""):
-        return None
-    proxies = getproxies()
-    return proxies.get(parts.scheme) or proxies.get("all")
-
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.breaker import EXIT_REFUSED, Breaker, EngineStop
+from ipm_prefdial.engines.checks import check_output
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Choice, JsonSchema, failure
+from ipm_prefdial.engines.streaming import stream_grouped
+from ipm_prefdial.engines.urls import azure_deployment, env_proxy, is_azure, public_url, split_endpoint
 
 # How a Choice is enforced: llama.cpp takes a GBNF grammar, or, where it was built with llguidance (the embedded
 # xllamacpp server is), a Lark grammar, which is several times faster on a 49k-token vocabulary; vLLM takes its
@@ -67,46 +48,12 @@ def env_proxy(url: str) -> str | None:
 LLGUIDANCE_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 STRUCTURED_MODES = ("auto", "llguidance", "grammar", "vllm", "json_schema", "none")
 AZURE_API_VERSION = "2024-10-21"  # a GA version of Azure OpenAI's data-plane API, for deployment URLs without one
-AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 GIVE_UP_AFTER = 120.0  # seconds without an answer, while requests keep failing, before a run stops (exit 75)
 PREFLIGHT_TIMEOUT = 10.0  # seconds for GET /models to connect and answer
 REFUSALS = 3  # dialogues refused (HTTP 400) before any answer: the endpoint refuses what we send, stop
 # a refusal about the request's content, not about what the client sends (Azure's content filter, OpenAI's prompt
 # policy): recorded as that request's client_error, never a reason to stop
 CONTENT_REFUSALS = ("content_filter", "content management policy", "invalid_prompt", "content_policy")
-
-
-def split_endpoint(url: str) -> tuple[str, dict[str, str]]:
-    """(base URL, query parameters) of an endpoint as a user may paste it: a trailing ``/chat/completions`` (Azure's
-    "target URI") is dropped, and the query (``?api-version=...``) is kept apart to go on every request."""
-    parts = urlsplit(url.strip())
-    path = parts.path.rstrip("/")
-    if path.endswith("/chat/completions"):
-        path = path[: -len("/chat/completions")]
-    return urlunsplit((parts.scheme, parts.netloc, path, "", "")), dict(parse_qsl(parts.query))
-
-
-def public_url(url: str) -> str:
-    """An endpoint as it may be recorded: no user:password, and of the query only ``api-version`` (a gateway may
-    take its key as a query parameter)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k == "api-version"])
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), query, ""))
-
-
-def is_azure(url: str) -> bool:
-    parts = urlsplit(url)
-    return (parts.hostname or "").endswith(AZURE_HOSTS) or "/openai/deployments/" in parts.path + "/"
-
-
-def azure_deployment(url: str) -> str | None:
-    path = urlsplit(url).path.rstrip("/").split("/")
-    if "deployments" in path and path.index("deployments") + 1 < len(path):
-        return path[path.index("deployments") + 1]
-    return None
 
 
 class OpenAIEngine(Engine):

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 
 from rich.progress import Progress, TaskID
 
-from ipm_prefdial.engines.base import EXIT_REFUSED, TRANSIENT, ChatRequest, ChatResult, Engine, EngineStop
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.breaker import EngineStop
 from ipm_prefdial.engines.cache import RequestCache
+from ipm_prefdial.engines.requests import TRANSIENT, ChatRequest, ChatResult
+from ipm_prefdial.errors import EXIT_REFUSED
 
 FIRST_ANSWERS = 16  # new answers after which a run can estimate its rate
 

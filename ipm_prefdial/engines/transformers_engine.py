@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ipm_prefdial.engines.base import ChatRequest, ChatResult, Choice, Engine, check_output
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.checks import check_output
 from ipm_prefdial.engines.identity import model_identity
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Choice
 
 
 class TransformersEngine(Engine):

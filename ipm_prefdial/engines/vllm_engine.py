@@ -27,18 +27,13 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ipm_prefdial.engines.base import (
-    ChatRequest,
-    ChatResult,
-    Choice,
-    Engine,
-    EngineStop,
-    JsonSchema,
-    check_output,
-    failure,
-    stream_grouped,
-)
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.breaker import EngineStop
+from ipm_prefdial.engines.checks import check_output
 from ipm_prefdial.engines.identity import model_identity
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Choice, JsonSchema, failure
+from ipm_prefdial.engines.streaming import stream_grouped
+from ipm_prefdial.errors import SetupError
 
 BUNDLED = "bundled"  # SmolLM2-135M-Instruct, dequantised once from the GGUF the project ships with (offline)
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
@@ -155,7 +150,7 @@ class VLLMRuntime:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
-            raise RuntimeError(f"the vllm engine needs vLLM: pip install 'ipm_prefdial[vllm]' on a CUDA machine, or "
+            raise SetupError(f"the vllm engine needs vLLM: pip install 'ipm_prefdial[vllm]' on a CUDA machine, or "
                                f"make test-vllm for vLLM's CPU build ({exc}); elsewhere use --engine openai against "
                                "`vllm serve`, or --engine local") from None
         gpu = on_gpu()

@@ -7,8 +7,13 @@ eight (predictions made elsewhere, and by builds from before taxonomies). The me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from rich.console import Console
+
+from ipm_prefdial.engines import EngineSpec
+from ipm_prefdial.errors import InputError
 from ipm_prefdial.evaluation.infer import PREDICTION_FIELDS, taxonomy_record
 from ipm_prefdial.evaluation.reference import reference_metrics
 from ipm_prefdial.evaluation.strategy import MODES, match, strategy_metrics
@@ -18,14 +23,14 @@ from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, TaxonomyError, builtin, loa
 TAXONOMY_FIELD = "taxonomy"
 
 
-class PredictionsError(ValueError):
+class PredictionsError(InputError):
     pass
 
 
 def taxonomy_option(value: str) -> Taxonomy:
     """``--taxonomy``: a built-in name (esconv, extes, mesc, esc-pro) or a taxonomy YAML file. A name that is
     neither is a ``ConfigError``; a file that cannot be used a ``TaxonomyError`` naming it and its field."""
-    from ipm_prefdial.config import ConfigError
+    from ipm_prefdial.errors import ConfigError
 
     if value in BUILTIN:
         return builtin(value)
@@ -111,6 +116,28 @@ def evaluate(rows: list[dict], taxonomy: Taxonomy | None = None) -> dict:
         "strategy": {mode: strategy_metrics(gold, predicted, mode, taxonomy) for mode in MODES},
         "reference": reference_metrics([r["predicted_response"] for r in rows], [r["response"] for r in rows]),
     }
+
+
+def evaluate_files(files: Sequence[str | Path], taxonomy: Taxonomy | None = None, judge: EngineSpec | None = None,
+                   cache_dir: str | None = None, console: Console | None = None) -> dict[str, dict]:
+    """``ipm eval``: the metrics of each predictions file, keyed by a column name (``label_of``), with the judge's
+    scores when a judge engine is given (its progress shown on ``console``)."""
+    results: dict[str, dict] = {}
+    for path in files:
+        rows = read_predictions(path, taxonomy)
+        label = label_of(path, rows)
+        if label in results:
+            label = f"{label} [{len(results)}]"
+        results[label] = evaluate(rows, taxonomy)
+        if judge is not None:
+            from ipm_prefdial.evaluation.judge_scores import judge_scores
+            from ipm_prefdial.progress import progress_bar
+
+            with progress_bar(console or Console(stderr=True)) as progress:
+                judged = judge_scores(rows, judge, cache_dir=cache_dir, progress=progress)
+            results[label]["judge"] = judged["scores"]
+            results[label]["judge_details"] = {k: v for k, v in judged.items() if k != "scores"}
+    return results
 
 
 def label_of(path: str | Path, rows: list[dict]) -> str:

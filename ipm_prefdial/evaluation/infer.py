@@ -18,21 +18,18 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ipm_prefdial.config import TOKENS, EngineOptions, ExecutorOptions
 from ipm_prefdial.convert import parse_tagged
-from ipm_prefdial.engines import (
-    ChatRequest,
-    Engine,
-    RequestCache,
-    Sampling,
-    Stats,
-    make_engine,
-    run_coroutine,
-    run_requests,
-)
-from ipm_prefdial.engines.base import Choice
-from ipm_prefdial.mining import trim_to_sentence
+from ipm_prefdial.engines import ENGINES, EngineSpec, make_engine
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.cache import RequestCache
+from ipm_prefdial.engines.requests import ChatRequest, Choice, Sampling
+from ipm_prefdial.engines.runner import Stats, run_coroutine, run_requests
+from ipm_prefdial.errors import ConfigError, InputError
+from ipm_prefdial.mining.policy import trim_to_sentence
+from ipm_prefdial.options import check_options, option
+from ipm_prefdial.paths import cache_root
 from ipm_prefdial.prompts import Prompts, RgInstruction
-from ipm_prefdial.sources.download import default_cache_dir
 from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, builtin, from_manifest
 
 SYSTEMS = ("decoupled", "joint", "rg-gold")
@@ -42,36 +39,33 @@ PREDICTION_FIELDS = ("id", "dialog_id", "turn_index", "strategy", "predicted_str
                      "predicted_response")
 
 
-class InferError(RuntimeError):
+class InferError(InputError):
     pass
 
 
+DATA, RUN = "Data and output", "Models"
+
+
 @dataclass
-class InferConfig:
-    data: str = "ipm_prefdial"
-    system: str = "decoupled"
-    out: str = "predictions.jsonl"
-    run: str | None = None  # an `ipm train` run directory: models at <run>/<task>/<stage>
-    stage: str = "dpo"
-    engine: str | None = None
-    model: str | None = None
-    base_url: str | None = None
-    sp_model: str | None = None
-    rg_model: str | None = None
-    vm_model: str | None = None
-    limit: int | None = None
-    concurrency: int | None = None
-    cache_dir: str | None = None
-    no_cache: bool = False
-    sp_max_tokens: int = 32
-    rg_max_tokens: int = 160
-    vm_max_tokens: int = 192
-    context_tokens: int | None = None  # transformers engine: prompt budget (oldest history dropped beyond it)
-    executor: str = "local"  # local | ray: engines in Ray actors, as for ipm build
-    workers: int = 2
-    worker_cpus: float | None = None
-    worker_gpus: float = 0.0
-    ray_address: str | None = None
+class InferConfig(EngineOptions, ExecutorOptions):
+    """Every option of ``ipm infer``; the engine and executor options are ``ipm build``'s."""
+
+    data: str = option("ipm_prefdial", "Build directory (its test split is used).", group=DATA)
+    system: str = option("decoupled", """decoupled (SP then RG) | joint (VM) | rg-gold (RG with the gold
+        strategy).""", group=DATA, choices=SYSTEMS, required=True)
+    out: str = option("predictions.jsonl", "Predictions JSONL to write.", group=DATA, required=True)
+    limit: int | None = option(None, "The first N test turns (default: all; 1,792 with the paper's split).",
+                               group=DATA, range=(1, None))
+    cache_dir: str | None = option(None, "Request cache directory (default: IPM_CACHE_DIR or the user cache).",
+                                   group=DATA)
+    no_cache: bool = option(False, "Neither read nor write the request cache.", group=DATA)
+    run: str | None = option(None, "An `ipm train` run: models at RUN/<sp|rg|vm>/<stage>.", group=RUN)
+    stage: str = option("dpo", "Which models of --run: sft | dpo.", group=RUN, choices=("sft", "dpo"))
+    engine: str | None = option(None, """local (default) | openai | vllm | transformers (default with --run or
+        --sp-model etc.).""", group=RUN, choices=ENGINES)
+    sp_max_tokens: int = option(32, "Answer bound of SP requests.", group=RUN, range=TOKENS)
+    rg_max_tokens: int = option(160, "Answer bound of RG requests.", group=RUN, range=TOKENS)
+    vm_max_tokens: int = option(192, "Answer bound of VM requests.", group=RUN, range=TOKENS)
 
 
 def load_test_rows(data: str | Path, config: str, limit: int | None = None) -> list[dict]:
@@ -150,11 +144,7 @@ def model_for(cfg: InferConfig, task: str) -> tuple[str, str | None]:
 
 def check_infer(cfg: InferConfig) -> None:
     """Every option of ``ipm infer`` before anything runs: one line naming the option (``ConfigError``)."""
-    from ipm_prefdial.config import ConfigError, check_range
-
-    for name in ("limit", "concurrency", "rg_max_tokens", "vm_max_tokens", "sp_max_tokens", "workers", "worker_cpus",
-                 "worker_gpus"):
-        check_range(name, getattr(cfg, name))
+    check_options(cfg)
     data = Path(cfg.data)
     if not (data / "manifest.json").is_file():
         raise ConfigError(f"--data {data}: not a build directory (no manifest.json); make one with ipm build")
@@ -187,25 +177,21 @@ async def _infer(cfg: InferConfig, progress) -> dict:
     for task in tasks[1:]:
         if [r["id"] for r in rows[task]] != ids:
             raise InferError(f"{cfg.data}: the test turns of {CONFIG_OF[task]} and {CONFIG_OF[tasks[0]]} differ")
-    engines: dict[tuple, Engine] = {}
-    cache = None if cfg.no_cache else RequestCache.in_dir(Path(cfg.cache_dir) if cfg.cache_dir
-                                                          else default_cache_dir())
+    engines: dict[EngineSpec, Engine] = {}
+    cache = None if cfg.no_cache else RequestCache.in_dir(cache_root(cfg.cache_dir))
     accounting: dict[str, dict] = {}
     models: dict[str, str] = {}
-    roles: dict[tuple, list[str]] = {}  # which tasks each engine answered
+    roles: dict[EngineSpec, list[str]] = {}  # which tasks each engine answered
 
     async def run(task: str, requests: list[ChatRequest]):
-        spec = model_for(cfg, task)
+        spec = cfg.engine_spec(*model_for(cfg, task))
         if spec not in engines:
-            budget = cfg.context_tokens if spec[0] == "transformers" else None
             if cfg.executor == "ray":
                 from ipm_prefdial.executors.ray_executor import ray_engine
 
-                engines[spec] = ray_engine(cfg, spec[0], spec[1], cfg.base_url, context_tokens=budget)
+                engines[spec] = ray_engine(spec, cfg)
             else:
-                engines[spec] = make_engine(spec[0], model=spec[1], base_url=cfg.base_url,
-                                            concurrency=cfg.concurrency,
-                                            **({"context_tokens": budget} if budget else {}))
+                engines[spec] = make_engine(spec)
         engine = engines[spec]
         stats = Stats()
         results = await run_requests(engine, requests, cache=cache, progress=progress,

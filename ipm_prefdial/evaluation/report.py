@@ -24,7 +24,8 @@ ROWS = [
 ]
 
 
-def _get(obj: dict, dotted: str):
+def metric(obj: dict, dotted: str):
+    """The value at a dotted path of a metrics object (None where it has none)."""
     for part in dotted.split("."):
         if not isinstance(obj, dict) or part not in obj:
             return None
@@ -32,17 +33,28 @@ def _get(obj: dict, dotted: str):
     return obj
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
+    """A metric as the tables show it: three decimals below 1, two above."""
     if value is None:
         return "-"
     return f"{value:.3f}" if abs(value) < 1 and value != 0 else f"{value:.2f}"
+
+
+def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    """The console table's rows: each metric any system has, with every system's value."""
+    rows = []
+    for title, key in ROWS:
+        values = [metric(r, key) for r in results.values()]
+        if any(v is not None for v in values):
+            rows.append((title, [fmt(v) for v in values]))
+    return rows
 
 
 def labels_of(results: dict[str, dict], mode: str = "lenient") -> list[str]:
     """The strategies of the systems' metrics, in their taxonomy's order (the union, first seen first)."""
     labels: list[str] = []
     for result in results.values():
-        for s in _get(result, f"strategy.{mode}.preference") or {}:
+        for s in metric(result, f"strategy.{mode}.preference") or {}:
             if s not in labels:
                 labels.append(s)
     return labels
@@ -60,19 +72,19 @@ def _taxonomies(results: dict[str, dict]) -> list[str]:
 def markdown(results: dict[str, dict]) -> str:
     names = list(results)
     labels = labels_of(results)
-    sizes = {len(_get(results[n], "strategy.lenient.preference") or {}) for n in names}
+    sizes = {len(metric(results[n], "strategy.lenient.preference") or {}) for n in names}
     total = f"the {min(sizes)} values sum to {min(sizes)}" if len(sizes) == 1 else \
         "each system's values sum to its number of strategies"
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for title, key in ROWS:
-        values = [_get(results[n], key) for n in names]
+        values = [metric(results[n], key) for n in names]
         if all(v is None for v in values):
             continue
-        lines.append(f"| {title} | " + " | ".join(_fmt(v) for v in values) + " |")
+        lines.append(f"| {title} | " + " | ".join(fmt(v) for v in values) + " |")
     lines += ["", f"Preference p per strategy (lenient; 1 = no preference, {total}):", "",
               "| strategy | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for s in labels:
-        lines.append(f"| {s} | " + " | ".join(_fmt((_get(results[n], "strategy.lenient.preference") or {}).get(s))
+        lines.append(f"| {s} | " + " | ".join(fmt((metric(results[n], "strategy.lenient.preference") or {}).get(s))
                                             for n in names) + " |")
     taxonomies = _taxonomies(results)
     if len(taxonomies) == 1:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ipm_prefdial.errors import InputError
 from ipm_prefdial.taxonomy import Taxonomy, builtin
 
 MODES = ("lenient", "strict")
@@ -114,7 +115,7 @@ def strategy_metrics(gold: Sequence[str], predicted: Sequence[str | None], mode:
     for k, (raw_gold, raw) in enumerate(zip(gold, predicted, strict=True)):
         g = match(raw_gold, taxonomy)
         if g is None:
-            raise ValueError(f"gold label {k} {raw_gold!r} is not one of the {len(labels)} strategies of the "
+            raise InputError(f"gold label {k} {raw_gold!r} is not one of the {len(labels)} strategies of the "
                              f"{taxonomy.name} taxonomy ({', '.join(labels)})")
         p = match(raw, taxonomy)
         if p is None:

@@ -20,23 +20,29 @@ writes the same rows, accounting and parquet bytes. Behind it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ipm_prefdial.engines.base import (
-    ChatRequest,
-    ChatResult,
-    Engine,
-    EngineStop,
-    dialogue_groups,
-    fit_context,
-    hand_over,
-    handed_out,
-)
+from ipm_prefdial.engines import EngineSpec
+from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.breaker import EngineStop
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, fit_context
+from ipm_prefdial.engines.streaming import dialogue_groups, hand_over, handed_out
+from ipm_prefdial.errors import InputError
+
+
+class ExecutorSettings(Protocol):
+    """Where the workers run: ``config.ExecutorOptions`` (``ipm build``'s and ``ipm infer``'s)."""
+
+    workers: int
+    worker_cpus: float | None
+    worker_gpus: float
+    ray_address: str | None
 
 WORKER_DEATHS = 3  # deaths of a worker in a row, with no answer in between, before the cluster is given up
 PLACEMENT_TIMEOUT_S = 60.0
@@ -47,7 +53,7 @@ def join_timeout() -> float:
     return float(os.environ.get("IPM_RAY_JOIN_TIMEOUT", "600"))
 
 
-class RayExecutorError(RuntimeError):
+class RayExecutorError(InputError):
     pass
 
 
@@ -60,16 +66,12 @@ class RayOptions:
     give_up_after: float | None = 120.0  # a worker that cannot be brought back within this long ends the run
 
 
-def ray_engine(cfg, name: str, model: str | None, base_url: str | None, *, context_tokens: int | None = None,
-               options: dict | None = None, headers: dict | None = None) -> RayEngine:
-    """The pool of workers for one engine spec, with the executor settings of ``cfg`` (``ipm build``'s or ``ipm
-    infer``'s: ``workers``, ``worker_cpus``, ``worker_gpus``, ``ray_address``, ``concurrency`` per worker,
-    ``give_up_after``)."""
-    give_up = getattr(cfg, "give_up_after", None)
-    spec = {"name": name, "model": model, "base_url": base_url, "concurrency": cfg.concurrency,
-            "context_tokens": context_tokens, "options": dict(options or {}), "headers": dict(headers or {}),
-            "give_up_after": give_up, "retries": getattr(cfg, "retries", None)}
-    return RayEngine(spec, RayOptions(cfg.workers, cfg.worker_cpus, cfg.worker_gpus, cfg.ray_address, give_up))
+def ray_engine(spec: EngineSpec, executor: ExecutorSettings) -> RayEngine:
+    """The pool of workers for one engine spec (``concurrency`` per worker), with the executor options of ``ipm
+    build`` or ``ipm infer``; a worker that cannot be brought back within the spec's ``give_up_after`` ends the
+    run."""
+    return RayEngine(spec, RayOptions(executor.workers, executor.worker_cpus, executor.worker_gpus,
+                                      executor.ray_address, spec.give_up_after))
 
 
 def ray_module():
@@ -98,14 +100,10 @@ def worker_cpus(options: RayOptions, resources: dict[str, float]) -> float:
 class EngineWorker:
     """The actor: one engine for its whole life, answering whole dialogues as streams of results."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: EngineSpec):
         from ipm_prefdial.engines import make_engine
 
-        self.engine = make_engine(spec["name"], model=spec.get("model"), base_url=spec.get("base_url"),
-                                  concurrency=spec.get("concurrency"), context_tokens=spec.get("context_tokens"),
-                                  headers=spec.get("headers"), give_up_after=spec.get("give_up_after"),
-                                  retries=spec.get("retries"),
-                                  **spec.get("options", {}))
+        self.engine = make_engine(spec)
 
     async def info(self) -> dict:
         """What the driver needs to plan: the model's identity (by content), its name, the context budget."""
@@ -151,10 +149,10 @@ class WorkerStats:
 class RayEngine(Engine):
     """An engine spec answered by ``options.workers`` Ray actors (started on first use)."""
 
-    def __init__(self, spec: dict, options: RayOptions):
+    def __init__(self, spec: EngineSpec, options: RayOptions):
         self.spec = spec
         self.options = options
-        self.name = spec["name"]
+        self.name = spec.name
         self.model = ""
         self.concurrency = 1
         self.context_tokens = None
@@ -200,10 +198,10 @@ class RayEngine(Engine):
             ray.util.remove_placement_group(self._group)
             raise RayExecutorError(f"{n} workers x ({cpus:g} CPU, {gpus:g} GPU) were not placed within "
                                    f"{PLACEMENT_TIMEOUT_S:.0f} s (resources held by other jobs?)")
-        spec = dict(self.spec)
-        if spec["name"] == "local":  # two llama.cpp engines that both use every core thrash: share them out
-            spec["options"] = {**spec.get("options", {}), "threads": max(1, int(cpus))}
-        concurrency = int(spec.get("concurrency") or 4)
+        spec = self.spec
+        if spec.name == "local":  # two llama.cpp engines that both use every core thrash: share them out
+            spec = dataclasses.replace(spec, options=(*spec.options, ("threads", max(1, int(cpus)))))
+        concurrency = int(spec.concurrency or 4)
         actor = ray.remote(EngineWorker)
         self._workers = [actor.options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0, max_concurrency=concurrency + 2,
@@ -260,11 +258,11 @@ class RayEngine(Engine):
 
     def _lost(self, k: int, deaths: int, why: str) -> EngineStop:
         """A worker that died ``deaths`` times in a row (or was not brought back): the cluster cannot keep it."""
-        from ipm_prefdial.engines.openai_http import public_url
+        from ipm_prefdial.engines.urls import public_url
 
-        base_url = self.spec.get("base_url")
-        target = public_url(base_url) if base_url else self.spec.get("model") or "its default model"
-        return EngineStop(f"Ray workers ({self.spec['name']} engine, {target})", "worker lost",
+        base_url = self.spec.base_url
+        target = public_url(base_url) if base_url else self.spec.model or "its default model"
+        return EngineStop(f"Ray workers ({self.spec.name} engine, {target})", "worker lost",
                           f"worker {k} died {deaths} times in a row while answering ({why})")
 
     def attach_progress(self, progress) -> None:

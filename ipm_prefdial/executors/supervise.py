@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ipm_prefdial.engines.base import EXIT_GONE
+from ipm_prefdial.errors import EXIT_GONE
 
 STATUS_ENV = "IPM_SUPERVISED_STATUS"  # set in the child: where it writes its own exit code
 RAY_LOG_ENV = "IPM_RAY_LOG"  # set in the child: where Ray's messages to the driver go

@@ -7,6 +7,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from ipm_prefdial.errors import SetupError
 from ipm_prefdial.release.features import CONFIG_SPLITS, FEATURES, PAIR_CONFIGS, data_file
 from ipm_prefdial.taxonomy import from_manifest
 
@@ -36,7 +37,7 @@ def card_template_dir() -> Path:
     for candidate in (here / "data_cards", here.parent / "data_cards"):
         if (candidate / "README.md.j2").is_file():
             return candidate
-    raise FileNotFoundError(f"dataset-card template not found next to {here} (data_cards/README.md.j2)")
+    raise SetupError(f"dataset-card template not found next to {here} (data_cards/README.md.j2)")
 
 
 def size_category(rows: int) -> str:

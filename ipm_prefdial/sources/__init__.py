@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ipm_prefdial.errors import InputError
 
-class SourceError(ValueError):
+
+class SourceError(InputError):
     """Bad source input. The message names the file, the dialogue and the field."""
 
     def __init__(self, problems: list[str] | str):

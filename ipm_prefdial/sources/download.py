@@ -9,8 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from platformdirs import user_cache_dir
-
+from ipm_prefdial.paths import default_cache_dir
 from ipm_prefdial.sources import SourceError
 
 UPSTREAM_REPO = "thu-coai/Emotional-Support-Conversation"
@@ -27,10 +26,6 @@ def default_base_url() -> str:
     return os.environ.get("IPM_ESCONV_BASE_URL") or (
         f"https://raw.githubusercontent.com/{UPSTREAM_REPO}/{UPSTREAM_COMMIT}"
     )
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("IPM_CACHE_DIR") or user_cache_dir("ipm_prefdial"))
 
 
 def git_blob_id(data: bytes) -> str:

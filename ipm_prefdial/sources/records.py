@@ -16,7 +16,7 @@ SUPPORTER_NAMES = frozenset({"supporter", "sys", "assistant", "listener"})  # "l
 
 def read_text(path: Path) -> str:
     """File contents as text; bytes that are not UTF-8 survive as lone surrogates so that the record and
-    field holding them can be named later (see ``_bad_utf8``)."""
+    field holding them can be named later (see ``bad_utf8``)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -24,7 +24,7 @@ def read_text(path: Path) -> str:
     return data.decode("utf-8", errors="surrogateescape")
 
 
-def _bad_utf8(text: str) -> str | None:
+def bad_utf8(text: str) -> str | None:
     for ch in text:
         if "\udc80" <= ch <= "\udcff":
             return f"not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02x})"
@@ -83,14 +83,14 @@ def iter_records(text: str, path: Path) -> Iterator[tuple[int, object]]:
         index += 1
 
 
-def _optional_str(record: dict, key: str, where: str, problems: list[str]) -> str | None:
+def optional_str(record: dict, key: str, where: str, problems: list[str]) -> str | None:
     value = record.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         problems.append(f"{where}: field '{key}': expected a string, got {type(value).__name__}")
         return None
-    bad = _bad_utf8(value)
+    bad = bad_utf8(value)
     if bad:
         problems.append(f"{where}: field '{key}': {bad}")
     return value
@@ -128,7 +128,7 @@ def parse_dialogue(record: object, *, path: Path, index: int, dialog_id: int,
         if not isinstance(raw, str):
             problems.append(f"{where}: field '{field}.content': missing or not a string")
             continue
-        bad = _bad_utf8(raw)
+        bad = bad_utf8(raw)
         if bad:
             problems.append(f"{where}: field '{field}.content': {bad}")
             continue
@@ -158,8 +158,8 @@ def parse_dialogue(record: object, *, path: Path, index: int, dialog_id: int,
             problems.append(f"{where}: field '{field}.{key}': unknown strategy {label!r}")
             continue
         utterances.append(Utterance(text, strategy))
-    emotion = _optional_str(record, "emotion_type", where, problems)
-    problem = _optional_str(record, "problem_type", where, problems)
+    emotion = optional_str(record, "emotion_type", where, problems)
+    problem = optional_str(record, "problem_type", where, problems)
     if len(problems) > start:
         return None
     if not any(u.strategy for u in utterances):

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from ipm_prefdial.errors import UsageError
+
 ARMS = {"decoupled": ("sp", "rg"), "joint": ("vm",)}
 PAIRS_MODES = ("retained", "all")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(UsageError):
     pass
 
 

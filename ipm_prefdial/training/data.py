@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ipm_prefdial.errors import InputError
 from ipm_prefdial.history import drop_oldest
 from ipm_prefdial.taxonomy import Taxonomy, TaxonomyError
 
@@ -14,7 +15,7 @@ SFT_CONFIG = {"sp": "strategy_sft", "rg": "response_sft", "vm": "joint_sft"}
 PAIR_CONFIG = {"sp": "strategy_pairs", "rg": "response_pairs", "vm": "joint_pairs"}
 
 
-class TrainDataError(RuntimeError):
+class TrainDataError(InputError):
     pass
 
 

@@ -20,6 +20,7 @@ from ipm_prefdial.training.config import TrainConfig
 from ipm_prefdial.training.data import (
     PAIR_CONFIG,
     SFT_CONFIG,
+    TrainDataError,
     fit_prompt,
     load_split,
     sample,
@@ -72,7 +73,7 @@ def _fit_rows(rows: list[dict], tok, cfg: TrainConfig, answer_keys: tuple[str, .
         shortened += prompt != r["prompt"]
         out.append({**r, "prompt": prompt})
     if rows and not out:
-        raise RuntimeError(f"max_length {cfg.max_length}: no example fits (system prompt and current turn are "
+        raise TrainDataError(f"max_length {cfg.max_length}: no example fits (system prompt and current turn are "
                            f"longer); raise max_length")
     return out, shortened, dropped
 
@@ -157,7 +158,7 @@ def run_dpo(task: str, sft_dir: str, cfg: TrainConfig, out: Path, log) -> dict:
     selection = select_pairs(task, every, cfg.pairs, cfg.min_retained)
     log(f"{task.upper()} DPO pairs: {selection.note}")
     if not selection.rows:
-        raise RuntimeError(f"{cfg.data}: {PAIR_CONFIG[task]} has no train pairs to train {task.upper()} with DPO")
+        raise TrainDataError(f"{cfg.data}: {PAIR_CONFIG[task]} has no train pairs to train {task.upper()} with DPO")
     model, tok = load_model(sft_dir, cfg.dtype)
     fitted, shortened, too_long = _fit_rows(selection.rows, tok, cfg, ("chosen", "rejected"))
     fitted = sample(fitted, cfg.dpo.max_examples, cfg.seed)

@@ -45,7 +45,7 @@ def train(cfg: TrainConfig, log=print, cache_dir: str | None = None) -> dict:
         logs[f"{task}-dpo"] = dpo.pop("log_history")
         metrics[task] = {"sft": sft, "dpo": dpo}
         if cfg.lora:  # SFT then DPO as one adapter on the original base: one vLLM instance serves all models
-            from ipm_prefdial.training.export import export_final_adapter
+            from ipm_prefdial.training.adapters import export_final_adapter
 
             final = export_final_adapter(base, out / task / "sft-lora", out / task / "dpo", out / task / "final",
                                          sft_merged=out / task / "sft")

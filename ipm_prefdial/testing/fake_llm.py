@@ -1,0 +1,225 @@
+"""A deterministic OpenAI-compatible chat server for the test suite and the benchmarks: no model, no GPU.
+
+Every answer is a pure function of the request (messages, seed, max_tokens, output constraint), so two runs
+of the same build give the same answers, and the pipeline (scheduling, cache, resume, executors, thousands of
+requests) can be tested at speed. What it answers:
+
+- ``response_format`` with a JSON schema: a document valid for that schema (enums picked by a hash, strings
+  short sentences); the judge's verdict and the one-field choice object of the ``json_schema`` mode; cut at
+  ``max_tokens`` (four characters a token) with ``finish_reason: length``;
+- a system prompt that asks for ``[strategy] reply``: a tag (usually one of the strategies it lists) and a reply;
+- anything else: one to three canned sentences, cut at ``max_tokens`` words (``finish_reason: length``).
+
+Every answered request is appended to ``log`` (one JSON line: the sha256 of the request body, its user text's
+first 60 characters and the time) before the response is written, so a test can tell which requests the server
+answered, even after the client was killed. ``latency`` delays each answer; ``fail_percent`` makes a fixed share of
+the requests (chosen by content) fail with HTTP 500 on every attempt, until it is set back to 0. Run in a thread
+(``FakeLLM``) or as a process: ``python -m ipm_prefdial.testing.fake_llm --log FILE [--latency S] [--port P]`` prints
+``http://127.0.0.1:PORT/v1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+MODEL_ID = "fake-llm"
+STRATEGIES = ("Question", "Restatement or Paraphrasing", "Reflection of feelings", "Self-disclosure",
+              "Affirmation and Reassurance", "Providing Suggestions", "Information", "Others")
+SENTENCES = ("That sounds really hard.", "I can hear how much this weighs on you.", "What happened next?",
+             "Have you talked to anyone about it?", "It makes sense that you feel this way.",
+             "I went through something similar once.", "You have handled a lot already.",
+             "Maybe a short walk could help you clear your head.", "Many people find a routine helpful.",
+             "Thank you for telling me.")
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).digest()
+
+
+def _pick(options, digest: bytes, k: int):
+    return options[digest[k % len(digest)] % len(options)]
+
+
+def _from_schema(schema: dict, digest: bytes, depth: int = 0):
+    if "enum" in schema:
+        return _pick(schema["enum"], digest, depth)
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: _from_schema(sub, digest, depth + i + 1)
+                for i, (name, sub) in enumerate(sorted(schema.get("properties", {}).items()))}
+    if kind == "integer":
+        return digest[depth % len(digest)] % 6
+    return _pick(SENTENCES, digest, depth)
+
+
+def answer(body: dict) -> tuple[str, str, int, int]:
+    """(text, finish_reason, prompt_tokens, completion_tokens) of one chat request."""
+    messages = body.get("messages") or []
+    digest = _digest(messages, body.get("seed"), body.get("temperature"))
+    prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 4 * len(messages)
+    limit = int(body.get("max_tokens") or 64)
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        text = json.dumps(_from_schema(fmt["json_schema"]["schema"], digest))
+        tokens = max(1, len(text) // 4)  # about four characters a token
+        if tokens > limit:
+            return text[: 4 * limit], "length", prompt_tokens, limit
+        return text, "stop", prompt_tokens, tokens
+    system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
+    words = " ".join(_pick(SENTENCES, digest, k) for k in range(1 + digest[0] % 3)).split()
+    if "square brackets" in system:  # the joint model's format: a tag, then the reply
+        # one of the strategies the system prompt lists ("- Name: definition" lines; ESConv's list is STRATEGIES)
+        listed = tuple(line[2:].split(":")[0] for line in system.split("\n") if line.startswith("- ") and ":" in line)
+        tag = "Made-up" if digest[1] % 10 == 0 else _pick(listed or STRATEGIES, digest, 2)
+        words = [f"[{tag}]", *words]
+    finish = "stop"
+    if len(words) > limit:
+        words, finish = words[:limit], "length"
+    return " ".join(words), finish, prompt_tokens, len(words)
+
+
+class FakeLLM:
+    """The server on 127.0.0.1 in a background thread: ``with FakeLLM(log) as url: ...``."""
+
+    def __init__(self, log: str | Path | None = None, latency: float = 0.0, keep_bodies: bool = False,
+                 fail_percent: float = 0.0, port: int = 0):
+        self.log_path = Path(log) if log else None
+        self.latency = latency
+        # this share of the requests (chosen by their content, so the same ones every time) gets HTTP 500 on every
+        # attempt until ``fail_percent`` is set to 0 (a server that is broken for some requests, then healed)
+        self.fail_percent = fail_percent
+        self.refused = 0
+        self.answered = 0
+        self.bodies: list[dict] | None = [] if keep_bodies else None  # every answered request, parsed
+        self._lock = threading.Lock()
+        self._log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None  # noqa: SIM115
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 30
+            # headers and body go out in two writes on a keep-alive socket: without TCP_NODELAY the body waits for
+            # the client's delayed ACK (~40 ms), a latency of the test server that would pose as the client's
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._reply(200, {"object": "list", "data": [{"id": MODEL_ID, "owned_by": "ipm-test"}]})
+                else:
+                    self._reply(404, {"error": "not found"})
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path != "/v1/chat/completions":
+                    self._reply(404, {"error": "not found"})
+                    return
+                body = json.loads(raw)
+                if fake.latency:
+                    time.sleep(fake.latency)
+                if fake.fails(body):
+                    with fake._lock:
+                        fake.refused += 1
+                    self._reply(500, {"error": {"message": "scripted failure for this request"}})
+                    return
+                text, finish, prompt_tokens, completion_tokens = answer(body)
+                fake.record(raw, body)
+                try:
+                    self._reply(200, {
+                        "id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model", MODEL_ID),
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                     "finish_reason": finish}],
+                        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                  "total_tokens": prompt_tokens + completion_tokens},
+                    })
+                except OSError:  # the client went away (killed): the answer was made all the same
+                    self.close_connection = True
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a killed client: nothing to report
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
+
+        self._server = Server(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def fails(self, body: dict) -> bool:
+        if not self.fail_percent:
+            return False
+        digest = _digest(body.get("messages"), body.get("seed"))
+        return int.from_bytes(digest[:4], "big") % 10_000 < self.fail_percent * 100
+
+    def record(self, raw: bytes, body: dict) -> None:
+        users = [str(m.get("content", "")) for m in body.get("messages") or [] if m.get("role") == "user"]
+        line = json.dumps({"sha256": hashlib.sha256(raw).hexdigest(), "user": (users[-1] if users else "")[-60:],
+                           "t": time.time()})
+        with self._lock:
+            self.answered += 1
+            if self.bodies is not None:
+                self.bodies.append(body)
+            if self._log:
+                self._log.write(line + "\n")
+                self._log.flush()
+
+    def start(self) -> FakeLLM:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._log:
+            self._log.close()
+
+    def __enter__(self) -> str:
+        self.start()
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def read_log(path: str | Path) -> list[dict]:
+    p = Path(path)
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if p.is_file() else []
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", help="append one JSON line per answered request")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--fail-percent", type=float, default=0.0, help="this share of requests gets HTTP 500")
+    parser.add_argument("--port", type=int, default=0, help="the port (default: any free one)")
+    args = parser.parse_args(argv)
+    server = FakeLLM(args.log, args.latency, fail_percent=args.fail_percent, port=args.port).start()
+    print(server.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

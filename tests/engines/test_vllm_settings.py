@@ -1,0 +1,71 @@
+"""vLLM settings and adapters without vLLM: what reaches AsyncEngineArgs, and which models share an instance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ipm_prefdial.cli import app
+from ipm_prefdial.config import BuildConfig
+from ipm_prefdial.engines.vllm_engine import VLLMEngine
+from ipm_prefdial.errors import ConfigError
+from ipm_prefdial.options import parse_settings
+
+
+def adapter(path, base: str, r: int):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base, "r": r}))
+    return str(path)
+
+
+def test_yaml_mapping_and_command_line_reach_the_engine(tmp_path, monkeypatch):
+    seen = {}
+
+    def capture(cfg, console=None):  # stands in for the build: only the config is looked at
+        seen["cfg"] = cfg
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr("ipm_prefdial.build.build", capture)
+    config = tmp_path / "build.yaml"
+    config.write_text("engine: vllm\nvllm:\n  max_num_seqs: 8\n  enforce_eager: false\n  dtype: float16\n")
+    result = CliRunner().invoke(app, ["build", "--config", str(config), "--vllm-arg", "max_num_seqs=16",
+                                      "--vllm-arg", "tensor_parallel_size=2", "--vllm-arg", "kv_cache_dtype=fp8"])
+    assert result.exit_code == 1 and "captured" in result.output
+    cfg = seen["cfg"]
+    assert cfg.vllm == {"max_num_seqs": 16, "enforce_eager": False, "dtype": "float16", "tensor_parallel_size": 2,
+                        "kv_cache_dtype": "fp8"}  # the command line wins, values read as YAML scalars
+    engine = VLLMEngine("Org/Base-7B", **cfg.vllm)
+    cpu, gpu = engine.runtime.settings(gpu=False), engine.runtime.settings(gpu=True)
+    assert cpu["max_num_seqs"] == 16 and cpu["enforce_eager"] is False and cpu["tensor_parallel_size"] == 2
+    assert cpu["gpu_memory_utilization"] == 0.30 and gpu["gpu_memory_utilization"] == 0.90  # the share of RAM on CPU
+    assert cpu["enable_prefix_caching"] is True and cpu["max_model_len"] == 8192
+    assert cpu["structured_outputs_config"] == {"backend": "guidance", "disable_any_whitespace": True}
+    assert engine.concurrency == 16  # as many streams as vLLM runs sequences
+    assert "enable_lora" not in cpu
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ConfigError, match="--vllm-arg 'max_num_seqs': expected KEY=VALUE"):
+        parse_settings(["max_num_seqs"], "--vllm-arg")
+    assert parse_settings(["max-num-seqs=4", "enforce_eager=true", "quantization=awq"], "--vllm-arg") == {
+        "max_num_seqs": 4, "enforce_eager": True, "quantization": "awq"}
+    with pytest.raises(ConfigError, match="vllm: expected a mapping"):
+        BuildConfig(vllm=["max_num_seqs", 4]).check()
+
+
+def test_adapters_of_one_base_share_one_instance(tmp_path):
+    sp = adapter(tmp_path / "sp", "Org/Base-7B", 16)
+    rg = adapter(tmp_path / "rg", "Org/Base-7B", 32)
+    vm = adapter(tmp_path / "vm", "Org/Other-7B", 8)
+    engines = VLLMEngine.group({"sp": sp, "rg": rg, "vm": vm, "judge": "Org/Base-7B"})
+    assert engines["sp"].runtime is engines["rg"].runtime is engines["judge"].runtime
+    assert engines["vm"].runtime is not engines["sp"].runtime  # another base: another instance, started later
+    assert (engines["sp"].lora, engines["rg"].lora, engines["judge"].lora) == (sp, rg, None)
+    settings = engines["sp"].runtime.settings(gpu=True)
+    assert settings["enable_lora"] is True and settings["max_loras"] == 2 and settings["max_lora_rank"] == 32
+    assert engines["vm"].runtime.settings(gpu=True)["max_lora_rank"] == 8
+    assert engines["sp"].host() is engines["rg"].host() is not engines["vm"].host()
+    lora = engines["rg"].runtime.adapters
+    assert lora == [sp, rg]

@@ -1,0 +1,15 @@
+"""Fixtures of the tests in tests/release/: a copy of the full build for test_publish.py."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture
+def build_copy(esconv_build, tmp_path):
+    copy = tmp_path / "ds"
+    shutil.copytree(esconv_build, copy)
+    (copy / "notes.txt").write_text("scratch file that must not be uploaded")
+    return copy
