@@ -11,6 +11,7 @@ fixtures are in its conftest.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -88,6 +89,19 @@ def sft_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sft") / "ipm_prefdial"
     build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), limit=4, out=str(out)))
     return out
+
+
+@pytest.fixture(scope="session")
+def short_corpus(tmp_path_factory) -> Path:
+    """Six ESConv dialogues cut after their second supporter turn (a JSON list): for builds on a real engine that
+    need several dialogues, not long ones."""
+    dialogues = json.loads(ESCONV_JSON.read_text(encoding="utf-8"))[:6]
+    for d in dialogues:
+        supporter = [i for i, u in enumerate(d["dialog"]) if u["speaker"] == "supporter"]
+        d["dialog"] = d["dialog"][: supporter[1] + 1]
+    path = tmp_path_factory.mktemp("corpus") / "short.json"
+    path.write_text(json.dumps(dialogues), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -189,17 +203,11 @@ def builds(tmp_path_factory):
 
 
 # test_validate.py
-@pytest.fixture(scope="module")
-def small_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("v") / "ds"
-    build(BuildConfig(stage="sft", source_path=str(ESCONV_JSON), out=str(out), limit=4))
-    return out
-
-
 @pytest.fixture
-def ds(small_build, tmp_path):
+def ds(sft_build, tmp_path):
+    """A copy of the small SFT build that a test may damage."""
     copy = tmp_path / "ds"
-    shutil.copytree(small_build, copy)
+    shutil.copytree(sft_build, copy)
     return copy
 
 

@@ -20,6 +20,8 @@ from ipm_prefdial.release.card import read_card_metadata
 from ipm_prefdial.release.features import SFT_CONFIGS
 
 runner = CliRunner()
+FULL = {"train": 14763, "validation": 1821, "test": 1792}  # the paper's split, every dialogue
+SMALL = {"train": 81, "validation": 61, "test": 64}  # its first 4 dialogues per split (the sft_build fixture)
 
 
 def counts(out) -> dict:
@@ -32,7 +34,7 @@ def parquet_bytes(out) -> dict[str, bytes]:
 
 def test_paper_split_counts(esconv_build):
     for config in SFT_CONFIGS:
-        assert counts(esconv_build)[config] == {"train": 14763, "validation": 1821, "test": 1792}
+        assert counts(esconv_build)[config] == FULL
     manifest = json.loads((esconv_build / "manifest.json").read_text())
     assert manifest["split"]["dialogues"] == {"train": 1040, "validation": 130, "test": 130}
     assert sum(manifest["strategy_distribution"]["test"].values()) == 1792
@@ -62,38 +64,62 @@ def test_rebuild_is_byte_identical_and_layout_independent(esconv_build, tmp_path
     assert parquet_bytes(out) == first
 
 
-def test_card_metadata_matches_files(esconv_build):
-    meta = read_card_metadata((esconv_build / "README.md").read_text())
+def check_card(build, rows: dict) -> None:
+    meta = read_card_metadata((build / "README.md").read_text())
     assert meta["license"] == "cc-by-nc-4.0"
     assert [c["config_name"] for c in meta["configs"]] == list(SFT_CONFIGS)
     info = {i["config_name"]: i for i in meta["dataset_info"]}
-    assert {s["name"]: s["num_examples"] for s in info["joint_sft"]["splits"]} == counts(esconv_build)["joint_sft"]
-    text = (esconv_build / "README.md").read_text()
+    assert {s["name"]: s["num_examples"] for s in info["joint_sft"]["splits"]} == counts(build)["joint_sft"] == rows
+    text = (build / "README.md").read_text()
     assert "CC BY-NC 4.0" in text and "| Question |" in text
 
 
-def test_an_sft_build_opens_response_sft_by_default(esconv_build):
+def test_card_metadata_matches_files(esconv_build):
+    check_card(esconv_build, FULL)
+
+
+def test_card_metadata_matches_files_of_a_small_build(sft_build):
+    check_card(sft_build, SMALL)
+
+
+def check_default_config(build, rows: dict) -> None:
     from datasets import load_dataset
 
-    meta = read_card_metadata((esconv_build / "README.md").read_text())
+    meta = read_card_metadata((build / "README.md").read_text())
     assert [c["config_name"] for c in meta["configs"] if c.get("default")] == ["response_sft"]
-    ds = load_dataset(str(esconv_build))
-    assert {name: len(split) for name, split in ds.items()} == {"train": 14763, "validation": 1821, "test": 1792}
+    ds = load_dataset(str(build))
+    assert {name: len(split) for name, split in ds.items()} == rows
     assert ds["test"][0]["prompt"][-1]["content"].endswith(
         "\n\n(Respond as the supporter using the strategy: " + ds["test"][0]["strategy"] + ")")
 
 
-def test_load_dataset_opens_the_build(esconv_build, tmp_path):
+def test_an_sft_build_opens_response_sft_by_default(esconv_build):
+    check_default_config(esconv_build, FULL)
+
+
+def test_a_small_sft_build_opens_response_sft_by_default(sft_build):
+    check_default_config(sft_build, SMALL)
+
+
+def check_load_dataset_by_name(build, tmp_path, rows: dict) -> None:
     code = ("from datasets import load_dataset; d = load_dataset('ipm_prefdial', 'strategy_sft'); "
             "print({k: v.num_rows for k, v in d.items()}); print(d['test'][0]['completion'][0]['content'])")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=esconv_build.parent, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=build.parent, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == "{'train': 14763, 'validation': 1821, 'test': 1792}"
+    assert lines[0] == str(rows)
     assert lines[1] in {"Question", "Others", "Providing Suggestions", "Affirmation and Reassurance",
                         "Self-disclosure", "Reflection of feelings", "Information", "Restatement or Paraphrasing"}
+
+
+def test_load_dataset_opens_the_build(esconv_build, tmp_path):
+    check_load_dataset_by_name(esconv_build, tmp_path, FULL)
+
+
+def test_load_dataset_opens_a_small_build(sft_build, tmp_path):
+    check_load_dataset_by_name(sft_build, tmp_path, SMALL)
 
 
 def test_build_touches_nothing_else_and_drops_stale_files(tmp_path):

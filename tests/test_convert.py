@@ -65,17 +65,25 @@ def test_rg_instruction_follows_a_blank_line_for_each_kind_of_last_user_message(
     assert PROMPTS.parse_rg_instruction("It hurts.(Respond as the supporter using the strategy: Question)") is None
 
 
-def test_every_response_sft_row_ends_with_a_blank_line_and_the_gold_strategy(esconv_build):
-    """The full build: the RG user message is the joint model's (untagged) user message, a blank line, the
-    instruction naming the gold strategy."""
+def check_rg_rows(build) -> None:
+    """The RG user message is the joint model's (untagged) user message, a blank line, the instruction naming the
+    gold strategy."""
     for split in ("train", "validation", "test"):
-        rg = pq.read_table(esconv_build / f"data/response_sft/{split}-00000-of-00001.parquet").to_pylist()
-        vm = pq.read_table(esconv_build / f"data/joint_sft/{split}-00000-of-00001.parquet").to_pylist()
+        rg = pq.read_table(build / f"data/response_sft/{split}-00000-of-00001.parquet").to_pylist()
+        vm = pq.read_table(build / f"data/joint_sft/{split}-00000-of-00001.parquet").to_pylist()
         assert [r["id"] for r in rg] == [r["id"] for r in vm]
         for r, v in zip(rg, vm, strict=True):
             expected = v["prompt"][-1]["content"] + (
                 "\n\n(Respond as the supporter using the strategy: " + r["strategy"] + ")")
             assert r["prompt"][-1] == {"role": "user", "content": expected}, r["id"]
+
+
+def test_every_response_sft_row_ends_with_a_blank_line_and_the_gold_strategy(esconv_build):
+    check_rg_rows(esconv_build)  # the full build
+
+
+def test_every_response_sft_row_of_a_small_build_ends_with_the_gold_strategy(sft_build):
+    check_rg_rows(sft_build)
 
 
 def test_sp_text_matches_the_method_example():

@@ -31,10 +31,10 @@ def rows(ds, rel):
     return pq.read_table(ds / rel).to_pylist()
 
 
-def test_fresh_build_is_valid_and_cli_prints_a_summary(small_build):
-    report = validate(small_build)
+def test_fresh_build_is_valid_and_cli_prints_a_summary(sft_build):
+    report = validate(sft_build)
     assert report.ok, report.lines()
-    result = runner.invoke(app, ["validate", str(small_build)])
+    result = runner.invoke(app, ["validate", str(sft_build)])
     assert result.exit_code == 0 and "strategy_sft" in result.output and "valid" in result.output
 
 

@@ -184,9 +184,9 @@ def test_the_hub_layout_names_the_strategy_field_it_has(tmp_path, monkeypatch):
 
 
 # -- the other commands ---------------------------------------------------------------------------------------
-def test_bad_infer_options(tmp_path, monkeypatch, esconv_build):
+def test_bad_infer_options(tmp_path, monkeypatch, sft_build):
     monkeypatch.chdir(tmp_path)
-    base = ["infer", "--data", str(esconv_build), "--system", "decoupled", "--out", "p.jsonl"]
+    base = ["infer", "--data", str(sft_build), "--system", "decoupled", "--out", "p.jsonl"]
     fails(["infer", "--data", "nowhere", "--system", "decoupled", "--out", "p.jsonl"], 2,
           "--data nowhere: not a build directory (no manifest.json)", cwd=tmp_path)
     fails([*base[:3], "--system", "both", "--out", "p.jsonl"], 2,
@@ -227,9 +227,9 @@ def test_bad_train_options(tmp_path, monkeypatch):
     fails(["train", "--quick", "--data", "nowhere"], 1, "nowhere: not a build directory", cwd=tmp_path)
 
 
-def test_bad_publish_input(tmp_path, monkeypatch, esconv_build):
+def test_bad_publish_input(tmp_path, monkeypatch, sft_build):
     monkeypatch.chdir(tmp_path)
-    fails(["publish", str(esconv_build), "--repo-id", "ipm-prefdial"], 1,
+    fails(["publish", str(sft_build), "--repo-id", "ipm-prefdial"], 1,
           "--repo-id 'ipm-prefdial': expected ORG/NAME", cwd=tmp_path)
     (tmp_path / "empty").mkdir()
     fails(["publish", "empty", "--repo-id", "org/ipm"], 1, "empty: not a valid build, nothing uploaded", cwd=tmp_path)
@@ -242,7 +242,7 @@ def test_bad_publish_input(tmp_path, monkeypatch, esconv_build):
             raise OSError("Name or service not known: huggingface.co")
 
     monkeypatch.setattr("huggingface_hub.HfApi", Offline)
-    fails(["publish", str(esconv_build), "--repo-id", "org/ipm"], 1,
+    fails(["publish", str(sft_build), "--repo-id", "org/ipm"], 1,
           "org/ipm: the Hub refused the upload or could not be reached (OSError: Name or service not known",
           cwd=tmp_path)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import platform
 from pathlib import Path
 
 import pytest
 
-from helpers import ESCONV_JSON
 from helpers.engines import BOUNDS, Behaviour, CountingProxy, FakeServer, StrictAPI
 from ipm_prefdial.engines.cache import RequestCache
 from ipm_prefdial.engines.local import LocalEngine
@@ -81,16 +79,10 @@ def local(loop, smollm2):
 
 # test_vllm.py
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> list[str]:
-    """Six ESConv dialogues cut after their second supporter turn, split at random: 5 mined dialogues of 2 turns.
-    Several short dialogues keep vLLM's batch full (a dialogue's turns go in order) and the tests short."""
-    dialogues = json.loads(ESCONV_JSON.read_text(encoding="utf-8"))[:6]
-    for d in dialogues:
-        supporter = [i for i, u in enumerate(d["dialog"]) if u["speaker"] == "supporter"]
-        d["dialog"] = d["dialog"][: supporter[1] + 1]
-    path = tmp_path_factory.mktemp("corpus") / "tiny.json"
-    path.write_text(json.dumps(dialogues), encoding="utf-8")
-    return ["--source", "json", "--source-path", str(path), "--split", "random", "--seed", "0", *BOUNDS]
+def corpus(short_corpus) -> list[str]:
+    """The short corpus split at random: 5 mined dialogues of 2 turns. Several short dialogues keep vLLM's batch full
+    (a dialogue's turns go in order) and the tests short."""
+    return ["--source", "json", "--source-path", str(short_corpus), "--split", "random", "--seed", "0", *BOUNDS]
 
 
 @pytest.fixture(scope="session")

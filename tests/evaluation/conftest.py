@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
-from helpers.evaluation import TURNS
-from ipm_prefdial.cli import app
+from helpers.evaluation import infer_all
 
 
 @pytest.fixture(scope="module")
-def predictions(esconv_build, tmp_path_factory):
-    root = tmp_path_factory.mktemp("infer")
-    cache = root / "cache"
-    files = {}
-    for system in ("decoupled", "joint", "rg-gold"):
-        out = root / f"{system}.jsonl"
-        result = CliRunner().invoke(app, ["infer", "--data", str(esconv_build), "--system", system, "--limit",
-                                          str(TURNS), "--out", str(out), "--cache-dir", str(cache), "--rg-max-tokens",
-                                          "40", "--vm-max-tokens", "48"])
-        assert result.exit_code == 0, result.output
-        assert f"{TURNS} predictions" in result.output
-        files[system] = out
-    return {"files": files, "cache": cache, "root": root}
+def predictions(esconv_build, smollm2, tmp_path_factory):
+    """`ipm infer` of every system on the first test turns of the full build, on the embedded engine with the real
+    model: {"files", "cache", "root", "data", "engine"} ("engine": the options that name it again)."""
+    return infer_all(esconv_build, tmp_path_factory.mktemp("infer"), [])
+
+
+@pytest.fixture(scope="module")
+def fake_predictions(sft_build, fake_llm, tmp_path_factory):
+    """The same on the small build against the test server (the fast twin)."""
+    return infer_all(sft_build, tmp_path_factory.mktemp("infer-fake"), ["--engine", "openai", "--base-url",
+                                                                        fake_llm["url"]])
+

@@ -1,4 +1,5 @@
-"""`ipm infer` and `ipm eval` end to end on a few test turns with the embedded engine and the real model."""
+"""`ipm infer` and `ipm eval` end to end on a few test turns: on the full build with the embedded engine and the real
+model, and (the fast twins) on the small build against the test server."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 import math
 import re
 
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from helpers.evaluation import TURNS
+from ipm_prefdial.cli import app
 from ipm_prefdial.evaluation.evaluate import flatten, read_predictions
 from ipm_prefdial.evaluation.infer import PREDICTION_FIELDS
 from ipm_prefdial.strategies import STRATEGIES
@@ -16,16 +19,8 @@ from ipm_prefdial.strategies import STRATEGIES
 runner = CliRunner()
 
 
-def app():
-    from ipm_prefdial.cli import app as typer_app
-
-    return typer_app
-
-
-def test_predictions_have_the_fixed_fields(predictions, esconv_build):
-    import pyarrow.parquet as pq
-
-    gold = pq.read_table(esconv_build / "data/response_sft/test-00000-of-00001.parquet").to_pylist()[:TURNS]
+def check_fields(predictions: dict) -> None:
+    gold = pq.read_table(predictions["data"] / "data/response_sft/test-00000-of-00001.parquet").to_pylist()[:TURNS]
     for system, path in predictions["files"].items():
         rows = read_predictions(path)
         assert [r["id"] for r in rows] == [g["id"] for g in gold]
@@ -40,11 +35,19 @@ def test_predictions_have_the_fixed_fields(predictions, esconv_build):
         assert sum(bool(r["predicted_response"]) for r in rows) >= TURNS - 1, rows
 
 
-def test_rerun_of_infer_is_served_from_the_cache(predictions, esconv_build, tmp_path):
+def test_predictions_have_the_fixed_fields(predictions):
+    check_fields(predictions)
+
+
+def test_predictions_on_the_test_server_have_the_fixed_fields(fake_predictions):
+    check_fields(fake_predictions)
+
+
+def check_rerun(predictions: dict, tmp_path) -> None:
     out = tmp_path / "again.jsonl"
-    result = runner.invoke(app(), ["infer", "--data", str(esconv_build), "--system", "decoupled", "--limit",
-                                   str(TURNS), "--out", str(out), "--cache-dir", str(predictions["cache"]),
-                                   "--rg-max-tokens", "40"])
+    result = runner.invoke(app, ["infer", "--data", str(predictions["data"]), "--system", "decoupled", "--limit",
+                                 str(TURNS), "--out", str(out), "--cache-dir", str(predictions["cache"]),
+                                 "--rg-max-tokens", "40", *predictions["engine"]])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "SP: 4 requests (4 cached, 0 sent)" in text
@@ -52,10 +55,18 @@ def test_rerun_of_infer_is_served_from_the_cache(predictions, esconv_build, tmp_
     assert out.read_text() == predictions["files"]["decoupled"].read_text()
 
 
-def test_eval_writes_json_markdown_and_chart(predictions, tmp_path):
+def test_rerun_of_infer_is_served_from_the_cache(predictions, tmp_path):
+    check_rerun(predictions, tmp_path)
+
+
+def test_rerun_of_infer_on_the_test_server_is_served_from_the_cache(fake_predictions, tmp_path):
+    check_rerun(fake_predictions, tmp_path)
+
+
+def check_eval(predictions: dict, tmp_path) -> None:
     files = predictions["files"]
     one = tmp_path / "decoupled.json"
-    result = runner.invoke(app(), ["eval", "--predictions", str(files["decoupled"]), "--json", str(one)])
+    result = runner.invoke(app, ["eval", "--predictions", str(files["decoupled"]), "--json", str(one)])
     assert result.exit_code == 0, result.output
     flat = flatten(json.loads(one.read_text()))
     for key in ("strategy.lenient.Q", "strategy.lenient.weighted_f1", "strategy.lenient.B",
@@ -67,8 +78,8 @@ def test_eval_writes_json_markdown_and_chart(predictions, tmp_path):
 
     report = tmp_path / "report"
     both = tmp_path / "both.json"
-    result = runner.invoke(app(), ["eval", "--predictions", str(files["decoupled"]), str(files["joint"]),
-                                   str(files["rg-gold"]), "--json", str(both), "--report", str(report)])
+    result = runner.invoke(app, ["eval", "--predictions", str(files["decoupled"]), str(files["joint"]),
+                                 str(files["rg-gold"]), "--json", str(both), "--report", str(report)])
     assert result.exit_code == 0, result.output
     systems = json.loads(both.read_text())
     assert list(systems) == ["decoupled", "joint", "rg-gold"]
@@ -79,10 +90,18 @@ def test_eval_writes_json_markdown_and_chart(predictions, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_eval_with_the_embedded_judge(predictions, tmp_path):
+def test_eval_writes_json_markdown_and_chart(predictions, tmp_path):
+    check_eval(predictions, tmp_path)
+
+
+def test_eval_of_the_test_server_predictions_writes_json_markdown_and_chart(fake_predictions, tmp_path):
+    check_eval(fake_predictions, tmp_path)
+
+
+def check_judge(predictions: dict, judge: list[str], tmp_path) -> dict:
     out = tmp_path / "judged.json"
-    result = runner.invoke(app(), ["eval", "--predictions", str(predictions["files"]["rg-gold"]), "--judge-engine",
-                                   "local", "--cache-dir", str(predictions["cache"]), "--json", str(out)])
+    result = runner.invoke(app, ["eval", "--predictions", str(predictions["files"]["rg-gold"]), *judge,
+                                 "--cache-dir", str(predictions["cache"]), "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     details = data["judge_details"]
@@ -91,10 +110,21 @@ def test_eval_with_the_embedded_judge(predictions, tmp_path):
         score, unparsed = data["judge"][dim], details["unparsed"][dim]
         assert 0 <= unparsed <= TURNS
         assert score is None if unparsed == TURNS else 0.0 <= score <= 5.0
+    return data
+
+
+def test_eval_with_the_embedded_judge(predictions, tmp_path):
+    check_judge(predictions, ["--judge-engine", "local"], tmp_path)
+
+
+def test_eval_with_a_judge_on_the_test_server(fake_predictions, fake_llm, tmp_path):
+    data = check_judge(fake_predictions, ["--judge-engine", "openai", "--judge-base-url", fake_llm["url"]], tmp_path)
+    assert data["judge_details"]["judge"] == "openai:fake-llm"
+    assert data["judge_details"]["unparsed"] == {"fluency": 0, "professionalism": 0, "empathy": 0, "helpfulness": 0}
 
 
 def test_infer_needs_a_build(tmp_path):
-    result = runner.invoke(app(), ["infer", "--data", str(tmp_path), "--system", "joint", "--out",
-                                   str(tmp_path / "p.jsonl")])
+    result = runner.invoke(app, ["infer", "--data", str(tmp_path), "--system", "joint", "--out",
+                                 str(tmp_path / "p.jsonl")])
     assert result.exit_code == 2
     assert f"--data {tmp_path}: not a build directory (no manifest.json)" in " ".join(result.output.split())

@@ -95,11 +95,12 @@ def test_a_killed_worker_is_restarted_and_costs_only_its_requests_in_flight(loca
     assert len(lines) - len({line["sha256"] for line in lines}) <= 8  # at most the 2 x 4 slots in flight, twice
 
 
-def test_ray_workers_on_the_real_embedded_engine(tmp_path):
-    """Two workers, each with its own llama.cpp on one thread (this machine has two cores)."""
+def test_ray_workers_on_the_real_embedded_engine(short_corpus, smollm2, tmp_path):
+    """Two workers, each with its own llama.cpp on one thread (this machine has two cores), on 5 short dialogues."""
     out, cache = tmp_path / "ds", tmp_path / "cache"
-    common = ["--source-path", str(ESCONV_JSON), "--split", "hf", "--limit", "1", "--stage", "all", "--no-judge",
-              "--sp-max-tokens", "4", "--rg-max-tokens", "8", "--vm-max-tokens", "8", "--cache-dir", str(cache)]
+    common = ["--source", "json", "--source-path", str(short_corpus), "--split", "random", "--stage", "all",
+              "--no-judge", "--sp-max-tokens", "4", "--rg-max-tokens", "8", "--vm-max-tokens", "8", "--cache-dir",
+              str(cache)]
     result = subprocess.run([*IPM, "build", *common, "--out", str(out), "--executor", "ray", "--workers", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

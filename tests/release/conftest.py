@@ -1,4 +1,4 @@
-"""Fixtures of the tests in tests/release/: a copy of the full build for test_publish.py."""
+"""Fixtures of the tests in tests/release/: a copy of the small SFT build for test_publish.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 
 @pytest.fixture
-def build_copy(esconv_build, tmp_path):
+def build_copy(sft_build, tmp_path):
     copy = tmp_path / "ds"
-    shutil.copytree(esconv_build, copy)
+    shutil.copytree(sft_build, copy)
     (copy / "notes.txt").write_text("scratch file that must not be uploaded")
     return copy

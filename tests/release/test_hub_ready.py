@@ -93,8 +93,8 @@ def test_skipped_dialogues_are_named_by_file_not_path(tmp_path):
     assert_no_machine_path(out, bad.parent)
 
 
-def test_tags_and_source_datasets_follow_the_stage(esconv_build, fake_pairs_build):
-    sft = read_card_metadata((esconv_build / "README.md").read_text())
+def test_tags_and_source_datasets_follow_the_stage(sft_build, fake_pairs_build):
+    sft = read_card_metadata((sft_build / "README.md").read_text())
     pairs = read_card_metadata((fake_pairs_build["out"] / "README.md").read_text())
     assert sft["source_datasets"] == pairs["source_datasets"] == ["thu-coai/esconv"]
     assert "synthetic" not in sft["tags"] and "sft" in sft["tags"] and "dpo" not in sft["tags"]
