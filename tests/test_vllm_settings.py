@@ -112,3 +112,21 @@ def test_the_users_dtype_wins_and_the_manifest_records_the_dtype(tmp_path, monke
     assert engine.describe()["dtype"] == "bfloat16"
     engine.runtime.resolved_dtype = "float16"  # what vLLM made of it, once started
     assert engine.describe()["dtype"] == "float16"
+
+
+def test_what_reaches_async_engine_args_on_a_cpu(monkeypatch):
+    """No chunked prefill on a CPU (a seeded request whose prefill is split kills vLLM's CPU build) and a step that
+    holds the longest prompt; a GPU keeps vLLM's own scheduling; the user's settings win."""
+    monkeypatch.setattr(vllm_engine, "cpu_dtype", lambda: "float32")
+    assert VLLMEngine("Org/Base-7B").runtime.settings(gpu=False) == {
+        "dtype": "float32", "gpu_memory_utilization": 0.30, "enforce_eager": True, "max_num_seqs": 32,
+        "enable_chunked_prefill": False, "max_num_batched_tokens": 8192, "max_model_len": 8192,
+        "enable_prefix_caching": True, "disable_log_stats": True,
+        "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True}}
+    short = VLLMEngine("Org/Base-7B", max_model_len=4096).runtime.settings(gpu=False)
+    assert (short["enable_chunked_prefill"], short["max_num_batched_tokens"]) == (False, 4096)
+    gpu = VLLMEngine("Org/Base-7B").runtime.settings(gpu=True)
+    assert "enable_chunked_prefill" not in gpu and "max_num_batched_tokens" not in gpu
+    chosen = VLLMEngine("Org/Base-7B", enable_chunked_prefill=True, max_num_batched_tokens=2048)
+    assert {k: chosen.runtime.settings(gpu=False)[k] for k in ("enable_chunked_prefill", "max_num_batched_tokens")
+            } == {"enable_chunked_prefill": True, "max_num_batched_tokens": 2048}

@@ -10,8 +10,8 @@
   JSON with newlines until ``max_tokens``).
 - vLLM's engine core runs in other processes; a watchdog (``engines.reaper``) kills them if this process is killed.
 - Settings pass through (``vllm:`` in the config file, ``--vllm-arg KEY=VALUE``) over defaults that work on a GPU
-  and on a CPU (where ``gpu_memory_utilization`` is the share of RAM vLLM reserves and the dtype is one the
-  processor computes natively: see ``default_args``).
+  and on a CPU (where ``gpu_memory_utilization`` is the share of RAM vLLM reserves, the dtype is one the
+  processor computes natively, and no prompt is prefilled in pieces: see ``default_args``).
 
 vLLM is an optional extra imported only when the engine starts. ``request_spec`` is the translation from our
 requests to vLLM's sampling arguments as plain data, tested without vLLM.
@@ -86,13 +86,22 @@ def cpu_dtype() -> str:
     return native_dtype(cpu_flags(cpuinfo), platform.machine())
 
 
-def default_args(gpu: bool) -> dict[str, Any]:
+def default_args(gpu: bool, max_model_len: int = 8192) -> dict[str, Any]:
     """vLLM settings that work out of the box. On a CPU ``gpu_memory_utilization`` is the share of RAM reserved
     (vLLM's 0.92 fails there), the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB, eager mode saves the minute
-    that torch.compile takes at every start, and the dtype is the processor's own (``cpu_dtype``)."""
+    that torch.compile takes at every start, and the dtype is the processor's own (``cpu_dtype``).
+
+    Nor is a prompt prefilled in pieces on a CPU: every request of ours is seeded, and vLLM's CPU build dies ("CPU
+    Generator does not use offset", then EngineDeadError) when a seeded request's prefill is split across steps
+    (it rewinds the request's random generator, which a CPU generator cannot do). AsyncLLM's defaults split them:
+    chunked prefill on, with a step of 2,048 tokens (vLLM's CPU defaults name only the LLM class and the API
+    server, so AsyncLLM's context falls back to ``SchedulerConfig.DEFAULT_MAX_NUM_BATCHED_TOKENS``); a prompt of
+    more new tokens than the step has left is split. Without chunked prefill a step must hold the longest
+    prompt, ``max_model_len`` (vLLM refuses less), and a prompt that does not fit waits for the next step."""
     if gpu:
         return {"dtype": "auto", "gpu_memory_utilization": 0.90, "max_num_seqs": 256}
-    return {"dtype": cpu_dtype(), "gpu_memory_utilization": 0.30, "enforce_eager": True, "max_num_seqs": 32}
+    return {"dtype": cpu_dtype(), "gpu_memory_utilization": 0.30, "enforce_eager": True, "max_num_seqs": 32,
+            "enable_chunked_prefill": False, "max_num_batched_tokens": max_model_len}
 
 
 def adapter_base(path: str) -> str | None:
@@ -153,7 +162,7 @@ class VLLMRuntime:
 
     def settings(self, gpu: bool) -> dict[str, Any]:
         """The AsyncEngineArgs keywords: defaults, then the user's settings, then what the adapters need."""
-        args: dict[str, Any] = {**default_args(gpu), "max_model_len": self.max_model_len,
+        args: dict[str, Any] = {**default_args(gpu, self.max_model_len), "max_model_len": self.max_model_len,
                                 "enable_prefix_caching": True, "disable_log_stats": True,
                                 # compact JSON: vLLM applies this per engine, not per request, and only with
                                 # an explicit grammar backend (guidance: llguidance, as in the embedded engine)
