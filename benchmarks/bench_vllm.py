@@ -4,11 +4,14 @@ our scheduling (a dialogue's requests in turn order on one stream); then the 135
 pairs, with JSON whitespace free (vLLM's default) and fixed (ours), counted by outcome.
 
 Prints, from the same run: wall time (engine start apart), output tokens/s, the share of prompt tokens served from
-the prefix cache, and the judge's outcomes. Runs in .venv-vllm (make bench-vllm).
+the prefix cache, and the judge's outcomes. Runs in .venv-vllm (make bench-vllm). ``--dtype D`` (repeatable) runs
+the vLLM RG workload in each dtype, one after the other in the same run (the judge in the first); without it, in
+the engine's default (on a CPU: bfloat16 where the processor computes it natively, float32 elsewhere).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import time
@@ -46,7 +49,7 @@ async def timed(engine, requests) -> tuple[list, Stats, float, float]:
 
 def line(name: str, stats: Stats, startup: float, wall: float) -> str:
     share = stats.cached_prompt_tokens / max(stats.prompt_tokens, 1)
-    return (f"{name:22s} start {startup:5.1f} s  wall {wall:6.1f} s  {stats.completion_tokens / wall:6.1f} output "
+    return (f"{name:28s} start {startup:5.1f} s  wall {wall:6.1f} s  {stats.completion_tokens / wall:6.1f} output "
             f"tokens/s  prompt tokens {stats.prompt_tokens:,}, {share:.0%} from the prefix cache  failures "
             f"{dict(stats.failures) or 0}")
 
@@ -66,20 +69,29 @@ def judge_requests(requests, results, engine) -> list:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", action="append", default=[],
+                        help="vLLM's dtype for the RG workload (repeatable; default: the engine's choice)")
+    dtypes = parser.parse_args().dtype or [None]
     requests = rg_requests()
     print(f"RG mining, first 5 train dialogues: {len(requests)} requests, max_tokens "
           f"{requests[0].sampling.max_tokens}, temperature {PolicySampling().temperature}")
     _, stats, startup, wall = asyncio.run(timed(LocalEngine(slots=4), requests))
     print(line("embedded (4 slots)", stats, startup, wall))
-    vllm = VLLMEngine()
-    results, stats, startup, wall = asyncio.run(timed(vllm, requests))
-    print(line(f"vLLM ({vllm.concurrency} streams)", stats, startup, wall))
+    chosen = {"dtype": dtypes[0]} if dtypes[0] else {}
+    first = None
+    for dtype in dtypes:
+        vllm = VLLMEngine(**({"dtype": dtype} if dtype else {}))
+        results, stats, startup, wall = asyncio.run(timed(vllm, requests))
+        print(line(f"vLLM {vllm.runtime.dtype()} ({vllm.concurrency} streams)", stats, startup, wall))
+        first = first or (vllm, results)
 
+    vllm, results = first
     judge = judge_requests(requests, results, vllm)
     print(f"judge on vLLM (the same 135M model), {len(judge)} verdicts, max_tokens 320:")
     for name, whitespace_fixed in (("free JSON whitespace", False), ("fixed JSON whitespace", True)):
-        engine = VLLMEngine(structured_outputs_config={"backend": "guidance",
-                                                       "disable_any_whitespace": whitespace_fixed})
+        engine = VLLMEngine(**chosen, structured_outputs_config={"backend": "guidance",
+                                                                "disable_any_whitespace": whitespace_fixed})
         verdicts, stats, startup, wall = asyncio.run(timed(engine, judge))
         outcomes = Counter(judge_status(r) for r in verdicts)
         print(f"  {name:22s} {dict(sorted(outcomes.items()))}  {stats.completion_tokens / len(judge):.0f} tokens per "

@@ -10,7 +10,8 @@
   JSON with newlines until ``max_tokens``).
 - vLLM's engine core runs in other processes; a watchdog (``engines.reaper``) kills them if this process is killed.
 - Settings pass through (``vllm:`` in the config file, ``--vllm-arg KEY=VALUE``) over defaults that work on a GPU
-  and on a CPU (where ``gpu_memory_utilization`` is the share of RAM vLLM reserves).
+  and on a CPU (where ``gpu_memory_utilization`` is the share of RAM vLLM reserves, the dtype is one the
+  processor computes natively, and no prompt is prefilled in pieces: see ``default_args``).
 
 vLLM is an optional extra imported only when the engine starts. ``request_spec`` is the translation from our
 requests to vLLM's sampling arguments as plain data, tested without vLLM.
@@ -22,8 +23,10 @@ import asyncio
 import gc
 import json
 import os
+import platform
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,9 @@ from ipm_prefdial.errors import SetupError
 
 BUNDLED = "bundled"  # SmolLM2-135M-Instruct, dequantised once from the GGUF the project ships with (offline)
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM accepts as max_lora_rank
+# The /proc/cpuinfo flags that mean bf16 arithmetic in hardware, by architecture (platform.machine()).
+BF16_FLAGS = {"x86_64": ("avx512_bf16", "amx_bf16"), "aarch64": ("bf16",)}
+MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}  # other spellings of the same architectures
 
 
 def on_gpu() -> bool:
@@ -48,13 +54,49 @@ def on_gpu() -> bool:
         return False
 
 
-def default_args(gpu: bool) -> dict[str, Any]:
+def native_dtype(flags: str, machine: str) -> str:
+    """vLLM's dtype on a CPU with these feature ``flags`` (/proc/cpuinfo's words): bfloat16 only where the
+    processor has bf16 instructions, float32 where vLLM's CPU build would emulate bf16 (an AVX2-only host took
+    602.8 s for bench_vllm.py's 90 RG requests in bfloat16, an AVX-512 host 164.9 s)."""
+    native = BF16_FLAGS.get(MACHINES.get(machine.lower(), machine.lower()), ())
+    return "bfloat16" if set(flags.split()) & set(native) else "float32"
+
+
+def cpu_flags(cpuinfo: str) -> str:
+    """The first processor's feature flags in /proc/cpuinfo's text (x86: ``flags``, aarch64: ``Features``)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return value.strip()
+    return ""
+
+
+@cache
+def cpu_dtype() -> str:
+    """``native_dtype`` of this machine; float32 where /proc/cpuinfo cannot be read (float32 is never emulated)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        cpuinfo = ""
+    return native_dtype(cpu_flags(cpuinfo), platform.machine())
+
+
+def default_args(gpu: bool, max_model_len: int = 8192) -> dict[str, Any]:
     """vLLM settings that work out of the box. On a CPU ``gpu_memory_utilization`` is the share of RAM reserved
-    (vLLM's 0.92 fails there), the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB, and eager mode saves the minute
-    that torch.compile takes at every start."""
+    (vLLM's 0.92 fails there), the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB, eager mode saves the minute
+    that torch.compile takes at every start, and the dtype is the processor's own (``cpu_dtype``).
+
+    Nor is a prompt prefilled in pieces on a CPU: every request of ours is seeded, and vLLM's CPU build dies ("CPU
+    Generator does not use offset", then EngineDeadError) when a seeded request's prefill is split across steps
+    (it rewinds the request's random generator, which a CPU generator cannot do). AsyncLLM's defaults split them:
+    chunked prefill on, with a step of 2,048 tokens (vLLM's CPU defaults name only the LLM class and the API
+    server, so AsyncLLM's context falls back to ``SchedulerConfig.DEFAULT_MAX_NUM_BATCHED_TOKENS``); a prompt of
+    more new tokens than the step has left is split. Without chunked prefill a step must hold the longest
+    prompt, ``max_model_len`` (vLLM refuses less), and a prompt that does not fit waits for the next step."""
     if gpu:
         return {"dtype": "auto", "gpu_memory_utilization": 0.90, "max_num_seqs": 256}
-    return {"dtype": "bfloat16", "gpu_memory_utilization": 0.30, "enforce_eager": True, "max_num_seqs": 32}
+    return {"dtype": cpu_dtype(), "gpu_memory_utilization": 0.30, "enforce_eager": True, "max_num_seqs": 32,
+            "enable_chunked_prefill": False, "max_num_batched_tokens": max_model_len}
 
 
 def adapter_base(path: str) -> str | None:
@@ -109,12 +151,13 @@ class VLLMRuntime:
         self.tokenizer: Any = None
         self.vllm: Any = None
         self.started = 0
+        self.resolved_dtype: str | None = None  # what vLLM made of the dtype setting, once started
         self._reaper: Any = None
         self._lock: asyncio.Lock | None = None
 
     def settings(self, gpu: bool) -> dict[str, Any]:
         """The AsyncEngineArgs keywords: defaults, then the user's settings, then what the adapters need."""
-        args: dict[str, Any] = {**default_args(gpu), "max_model_len": self.max_model_len,
+        args: dict[str, Any] = {**default_args(gpu, self.max_model_len), "max_model_len": self.max_model_len,
                                 "enable_prefix_caching": True, "disable_log_stats": True,
                                 # compact JSON: vLLM applies this per engine, not per request, and only with
                                 # an explicit grammar backend (guidance: llguidance, as in the embedded engine)
@@ -126,6 +169,10 @@ class VLLMRuntime:
             args.setdefault("max_loras", len(self.adapters))
             args.setdefault("max_lora_rank", next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1]))
         return args
+
+    def dtype(self) -> str:
+        """The dtype vLLM runs (or, before it starts, the one it will be asked for: ``auto`` is the model's)."""
+        return self.resolved_dtype or str(self.settings(on_gpu())["dtype"])
 
     def lora_request(self, adapter: str | None) -> Any:
         if adapter is None:
@@ -162,6 +209,7 @@ class VLLMRuntime:
         self.vllm = vllm
         self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.base, **self.settings(gpu)))
         self.tokenizer = self.llm.get_tokenizer()
+        self.resolved_dtype = str(self.llm.model_config.dtype).removeprefix("torch.")
         self.started += 1
         VLLMRuntime.starts += 1
 
@@ -255,7 +303,7 @@ class VLLMEngine(Engine):
 
     def describe(self) -> dict:
         return {**super().describe(), "lora": self.lora is not None, "max_model_len": self.runtime.max_model_len,
-                "engine_starts": self.runtime.started}
+                "dtype": self.runtime.dtype(), "engine_starts": self.runtime.started}
 
     def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
         return stream_grouped(requests, self.complete, self.concurrency)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import IPM
+from ipm_prefdial.engines.vllm_engine import cpu_dtype
 from ipm_prefdial.validate import validate
 
 pytestmark = pytest.mark.vllm
@@ -161,7 +162,7 @@ def test_the_openai_engine_against_vllm_serve(models, corpus, tmp_path):
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base,
-                               "--port", str(port), "--host", "127.0.0.1", "--dtype", "bfloat16",
+                               "--port", str(port), "--host", "127.0.0.1", "--dtype", cpu_dtype(),
                                "--max-model-len", "4096", "--gpu-memory-utilization", "0.3", "--enforce-eager"],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                               env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"})
