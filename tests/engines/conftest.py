@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import platform
 from pathlib import Path
 
 import pytest
 
-from helpers.engines import BOUNDS, Behaviour, CountingProxy, FakeServer, StrictAPI
+from helpers import ESCONV_JSON
+from helpers.engines import BOUNDS, LONG_TURN_WORDS, Behaviour, CountingProxy, FakeServer, StrictAPI
 from ipm_prefdial.engines.cache import RequestCache
 from ipm_prefdial.engines.local import LocalEngine
 
@@ -79,10 +81,22 @@ def local(loop, smollm2):
 
 # test_vllm.py
 @pytest.fixture(scope="session")
-def corpus(short_corpus) -> list[str]:
+def corpus(short_corpus, tmp_path_factory) -> list[str]:
     """The short corpus split at random: 5 mined dialogues of 2 turns. Several short dialogues keep vLLM's batch full
-    (a dialogue's turns go in order) and the tests short."""
-    return ["--source", "json", "--source-path", str(short_corpus), "--split", "random", "--seed", "0", *BOUNDS]
+    (a dialogue's turns go in order) and the tests short.
+
+    One seeker turn (the last before dialogue 0's second supporter turn; a train dialogue) is longer than vLLM's
+    default step of 2,048 tokens: with chunked prefill its seeded prompts would be prefilled in two steps, which kills
+    vLLM's CPU build ("CPU Generator does not use offset"), and a vLLM server started without chunked prefill must
+    hold it in one step."""
+    dialogues = json.loads(short_corpus.read_text(encoding="utf-8"))
+    full = json.loads(ESCONV_JSON.read_text(encoding="utf-8"))[0]
+    words = " ".join(u["content"] for u in full["dialog"] if u["speaker"] == "seeker").split()
+    seeker = [u for u in dialogues[0]["dialog"] if u["speaker"] == "seeker"][-1]
+    seeker["content"] = " ".join(words[i % len(words)] for i in range(LONG_TURN_WORDS))
+    path = tmp_path_factory.mktemp("corpus") / "long-turn.json"
+    path.write_text(json.dumps(dialogues), encoding="utf-8")
+    return ["--source", "json", "--source-path", str(path), "--split", "random", "--seed", "0", *BOUNDS]
 
 
 @pytest.fixture(scope="session")

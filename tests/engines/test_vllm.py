@@ -161,9 +161,12 @@ def test_the_openai_engine_against_vllm_serve(models, corpus, tmp_path):
     base = str(next(models.iterdir()))
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
+    # on a CPU as our engine runs it: its dtype, and every prompt prefilled in one step (the corpus's long turn)
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base,
                                "--port", str(port), "--host", "127.0.0.1", "--dtype", cpu_dtype(),
-                               "--max-model-len", "4096", "--gpu-memory-utilization", "0.3", "--enforce-eager"],
+                               "--max-model-len", "4096", "--no-enable-chunked-prefill",
+                               "--max-num-batched-tokens", "4096", "--gpu-memory-utilization", "0.3",
+                               "--enforce-eager"],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                               env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"})
     url = f"http://127.0.0.1:{port}/v1"

@@ -316,4 +316,5 @@ class CountingProxy:
 
 
 # -- vLLM (test_vllm.py) -----------------------------------------------------------------------------------
+LONG_TURN_WORDS = 2100  # more than 2,048 tokens in any tokenizer (a word is at least one token)
 BOUNDS = ["--sp-max-tokens", "8", "--rg-max-tokens", "24", "--vm-max-tokens", "32", "--judge-max-tokens", "160"]
