@@ -81,14 +81,17 @@ def local(loop, smollm2):
 
 # test_vllm.py
 @pytest.fixture(scope="session")
-def corpus(short_corpus, tmp_path_factory) -> list[str]:
+def corpus(short_corpus) -> list[str]:
     """The short corpus split at random: 5 mined dialogues of 2 turns. Several short dialogues keep vLLM's batch full
-    (a dialogue's turns go in order) and the tests short.
+    (a dialogue's turns go in order) and the tests short."""
+    return ["--source", "json", "--source-path", str(short_corpus), "--split", "random", "--seed", "0", *BOUNDS]
 
-    One seeker turn (the last before dialogue 0's second supporter turn; a train dialogue) is longer than vLLM's
-    default step of 2,048 tokens: with chunked prefill its seeded prompts would be prefilled in two steps, which kills
-    vLLM's CPU build ("CPU Generator does not use offset"), and a vLLM server started without chunked prefill must
-    hold it in one step."""
+
+@pytest.fixture(scope="session")
+def long_turn_corpus(short_corpus, tmp_path_factory) -> list[str]:
+    """The same, but one seeker turn (the last before dialogue 0's second supporter turn; a train dialogue) is longer
+    than vLLM's default step of 2,048 tokens: with chunked prefill its seeded prompts would be prefilled in two steps,
+    which kills vLLM's CPU build ("CPU Generator does not use offset"). It costs the vLLM tier 20 to 30 s."""
     dialogues = json.loads(short_corpus.read_text(encoding="utf-8"))
     full = json.loads(ESCONV_JSON.read_text(encoding="utf-8"))[0]
     words = " ".join(u["content"] for u in full["dialog"] if u["speaker"] == "seeker").split()

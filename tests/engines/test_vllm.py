@@ -59,11 +59,13 @@ def committed(db: Path) -> int:
         return 0
 
 
-def test_a_killed_vllm_build_resumes_sends_only_what_is_missing_and_leaves_no_process(models, corpus, tmp_path):
+def test_a_killed_vllm_build_resumes_sends_only_what_is_missing_and_leaves_no_process(models, long_turn_corpus,
+                                                                                       tmp_path):
     import psutil
 
     cache, out = cache_with(models, tmp_path / "cache"), tmp_path / "ds"
-    args = ["build", "--stage", "all", "--engine", "vllm", *corpus, "--cache-dir", str(cache), "--out", str(out)]
+    args = ["build", "--stage", "all", "--engine", "vllm", *long_turn_corpus, "--cache-dir", str(cache), "--out",
+            str(out)]
     log = (tmp_path / "killed.log").open("w")
     child = subprocess.Popen([*IPM, *args], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -161,7 +163,7 @@ def test_the_openai_engine_against_vllm_serve(models, corpus, tmp_path):
     base = str(next(models.iterdir()))
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
-    # on a CPU as our engine runs it: its dtype, and every prompt prefilled in one step (the corpus's long turn)
+    # on a CPU as our engine runs it: its dtype, and every prompt prefilled in one step
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", base,
                                "--port", str(port), "--host", "127.0.0.1", "--dtype", cpu_dtype(),
                                "--max-model-len", "4096", "--no-enable-chunked-prefill",
