@@ -135,6 +135,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_mining.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_ratelimit.py
 	$(MAKE) bench-view
 	$(MAKE) bench-extes
 

@@ -13,9 +13,17 @@ requests) can be tested at speed. What it answers:
 Every answered request is appended to ``log`` (one JSON line: the sha256 of the request body, its user text's
 first 60 characters and the time) before the response is written, so a test can tell which requests the server
 answered, even after the client was killed. ``latency`` delays each answer; ``fail_percent`` makes a fixed share of
-the requests (chosen by content) fail with HTTP 500 on every attempt, until it is set back to 0. Run in a thread
-(``FakeLLM``) or as a process: ``python -m ipm_prefdial.testing.fake_llm --log FILE [--latency S] [--port P]`` prints
-``http://127.0.0.1:PORT/v1``.
+the requests (chosen by content) fail with HTTP 500 on every attempt, until it is set back to 0.
+
+``rpm`` limits the requests a minute as OpenAI's API does (a token bucket holding one second of requests, refilled
+continuously): every answer carries ``x-ratelimit-limit-requests``, ``x-ratelimit-remaining-requests`` and
+``x-ratelimit-reset-requests`` (``"1s"``, ``"250ms"``: the time until the bucket is full again), and a request that
+finds the bucket empty is answered 429 (``rate_limit_exceeded``) with ``retry-after-ms`` and ``retry-after`` (the
+time until the next request would be let in). ``rate_limited`` counts those answers, ``arrivals`` the times of all
+chat requests.
+
+Run in a thread (``FakeLLM``) or as a process: ``python -m ipm_prefdial.testing.fake_llm --log FILE [--latency S]
+[--rpm N] [--port P]`` prints ``http://127.0.0.1:PORT/v1``.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import threading
 import time
@@ -89,9 +98,12 @@ class FakeLLM:
     """The server on 127.0.0.1 in a background thread: ``with FakeLLM(log) as url: ...``."""
 
     def __init__(self, log: str | Path | None = None, latency: float = 0.0, keep_bodies: bool = False,
-                 fail_percent: float = 0.0, port: int = 0):
+                 fail_percent: float = 0.0, port: int = 0, rpm: float = 0.0):
         self.log_path = Path(log) if log else None
         self.latency = latency
+        self.bucket = Bucket(rpm) if rpm else None
+        self.rate_limited = 0
+        self.arrivals: list[float] = []  # time.monotonic() of every chat request, answered or not
         # this share of the requests (chosen by their content, so the same ones every time) gets HTTP 500 on every
         # attempt until ``fail_percent`` is set to 0 (a server that is broken for some requests, then healed)
         self.fail_percent = fail_percent
@@ -112,11 +124,13 @@ class FakeLLM:
             def log_message(self, *args):
                 pass
 
-            def _reply(self, status: int, payload: dict) -> None:
+            def _reply(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -132,6 +146,18 @@ class FakeLLM:
                     self._reply(404, {"error": "not found"})
                     return
                 body = json.loads(raw)
+                let_in, headers = True, {}
+                with fake._lock:
+                    fake.arrivals.append(time.monotonic())
+                    if fake.bucket:
+                        let_in, headers = fake.bucket.take(time.monotonic())
+                        fake.rate_limited += not let_in
+                if not let_in:
+                    self._reply(429, {"error": {"message": f"Rate limit reached for requests per min (RPM): Limit "
+                                                           f"{fake.bucket.rpm:g}. Please try again later.",
+                                                "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
+                                headers)
+                    return
                 if fake.latency:
                     time.sleep(fake.latency)
                 if fake.fails(body):
@@ -148,7 +174,7 @@ class FakeLLM:
                                      "finish_reason": finish}],
                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                   "total_tokens": prompt_tokens + completion_tokens},
-                    })
+                    }, headers)
                 except OSError:  # the client went away (killed): the answer was made all the same
                     self.close_connection = True
 
@@ -199,6 +225,43 @@ class FakeLLM:
         self.stop()
 
 
+class Bucket:
+    """Requests a minute as a token bucket: ``rpm / 60`` tokens (at least one) when full, refilled at ``rpm / 60`` a
+    second; each request takes one. Not thread-safe (the server takes it under its lock)."""
+
+    def __init__(self, rpm: float, now: float | None = None):
+        self.rpm = rpm
+        self.rate = rpm / 60.0
+        self.size = max(1.0, self.rate)
+        self.tokens = self.size
+        self.at = time.monotonic() if now is None else now
+
+    def take(self, now: float) -> tuple[bool, dict[str, str]]:
+        """(let in, the x-ratelimit headers of the answer and, when refused, its retry-after headers)."""
+        self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        let_in = self.tokens >= 1.0
+        if let_in:
+            self.tokens -= 1.0
+        headers = {"x-ratelimit-limit-requests": f"{self.rpm:g}",
+                   "x-ratelimit-remaining-requests": str(int(self.tokens)),
+                   "x-ratelimit-reset-requests": reset_text((self.size - self.tokens) / self.rate)}
+        if not let_in:
+            wait = (1.0 - self.tokens) / self.rate
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+        return let_in, headers
+
+
+def reset_text(seconds: float) -> str:
+    """A duration as OpenAI writes ``x-ratelimit-reset-*``: ``"20ms"``, ``"1.5s"``, ``"6m0s"``."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    rest_text = f"{rest:.3f}".rstrip("0").rstrip(".")
+    return f"{int(minutes)}m{rest_text}s" if minutes else f"{rest_text}s"
+
+
 def read_log(path: str | Path) -> list[dict]:
     p = Path(path)
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()] \
@@ -210,9 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log", help="append one JSON line per answered request")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--fail-percent", type=float, default=0.0, help="this share of requests gets HTTP 500")
+    parser.add_argument("--rpm", type=float, default=0.0, help="requests a minute let in (0: no limit); more: 429")
     parser.add_argument("--port", type=int, default=0, help="the port (default: any free one)")
     args = parser.parse_args(argv)
-    server = FakeLLM(args.log, args.latency, fail_percent=args.fail_percent, port=args.port).start()
+    server = FakeLLM(args.log, args.latency, fail_percent=args.fail_percent, port=args.port, rpm=args.rpm).start()
     print(server.url, flush=True)
     try:
         while True:
