@@ -1,8 +1,10 @@
 """``openai``: any OpenAI-compatible chat endpoint (vllm serve, llama.cpp, OpenAI, Azure OpenAI, a gateway), over
 aiohttp.
 
-Bounded concurrency, per-request timeout, retries with jittered exponential backoff that honour ``retry-after``,
-structured output through the server's own mechanism where it has one. What real APIs ask of a client:
+Bounded concurrency that adapts to rate limits (``pacing``: halved on 429, grown back slowly, held while the
+server's ``x-ratelimit-remaining-*`` says it has no room), per-request timeout, retries with jittered exponential
+backoff that honour ``retry-after-ms`` and ``retry-after`` (429s do not use up the attempts), structured output
+through the server's own mechanism where it has one. What real APIs ask of a client:
 
 - OpenAI: the key as ``Authorization: Bearer``; models that refuse ``max_tokens`` get ``max_completion_tokens``
   (switched once, on the API's own "unsupported parameter" answer); JSON schemas sent as strict ones are strict
@@ -36,6 +38,7 @@ import aiohttp
 from ipm_prefdial.engines.base import Engine
 from ipm_prefdial.engines.breaker import EXIT_REFUSED, Breaker, EngineStop
 from ipm_prefdial.engines.checks import check_output
+from ipm_prefdial.engines.pacing import Pacer, retry_after
 from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Choice, JsonSchema, failure
 from ipm_prefdial.engines.streaming import stream_grouped
 from ipm_prefdial.engines.urls import azure_deployment, env_proxy, is_azure, public_url, split_endpoint
@@ -50,6 +53,7 @@ STRUCTURED_MODES = ("auto", "llguidance", "grammar", "vllm", "json_schema", "non
 AZURE_API_VERSION = "2024-10-21"  # a GA version of Azure OpenAI's data-plane API, for deployment URLs without one
 GIVE_UP_AFTER = 120.0  # seconds without an answer, while requests keep failing, before a run stops (exit 75)
 PREFLIGHT_TIMEOUT = 10.0  # seconds for GET /models to connect and answer
+RATE_LIMITED_ATTEMPTS = 4  # a request's attempts, 429s included, are at most this many times max_attempts
 REFUSALS = 3  # dialogues refused (HTTP 400) before any answer: the endpoint refuses what we send, stop
 # a refusal about the request's content, not about what the client sends (Azure's content filter, OpenAI's prompt
 # policy): recorded as that request's client_error, never a reason to stop
@@ -119,6 +123,7 @@ class OpenAIEngine(Engine):
         # the proxy of the environment (HTTPS_PROXY, NO_PROXY, ...) is looked up once: aiohttp's trust_env looks it
         # (and ~/.netrc) up again for every request, in threads, about 0.4 ms of CPU a request
         self._proxy = env_proxy(self.base_url)
+        self._pacer = Pacer(self.concurrency or 1)  # made here, in the event loop it serves
         self._client = aiohttp.ClientSession(
             headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout), proxy=self._proxy,
             connector=aiohttp.TCPConnector(limit=max(1, self.concurrency or 1)))
@@ -235,16 +240,20 @@ class OpenAIEngine(Engine):
     async def _complete(self, request: ChatRequest) -> ChatResult:
         url = self._url("/chat/completions")  # sent as given: the runner fitted it to the context budget
         kind, message = "connection", "not sent"
-        attempt = 0
-        while attempt < self.max_attempts:
+        attempt = limited = 0  # limited: 429s, which do not use up max_attempts (up to RATE_LIMITED_ATTEMPTS)
+        while attempt - limited < self.max_attempts and attempt < self.max_attempts * RATE_LIMITED_ATTEMPTS:
             attempt += 1
             token_param = self.token_param  # what this attempt sends (another request may switch it meanwhile)
             payload = json.dumps(self.body(request), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            sent = await self._pacer.acquire()
             started = time.perf_counter()
             wait: float | None = None
             try:
-                async with self._client.post(url, data=payload) as reply:
-                    response = Response(reply.status, await reply.read(), reply.headers)
+                try:
+                    async with self._client.post(url, data=payload) as reply:
+                        response = Response(reply.status, await reply.read(), reply.headers)
+                finally:
+                    await self._pacer.release()
             except asyncio.TimeoutError:
                 kind, message = "timeout", f"no answer within {self.timeout:g} s"
             except (aiohttp.ClientError, OSError) as exc:  # refused, reset, dropped mid-answer
@@ -254,10 +263,12 @@ class OpenAIEngine(Engine):
                 status = response.status_code
                 if status == 429:
                     kind, message = "rate_limited", "HTTP 429"
-                    wait = _retry_after(response)
+                    wait = retry_after(response.headers)
+                    self._pacer.limited(sent, response.headers)
+                    limited += 1
                 elif status >= 500:
                     kind, message = "server_error", f"HTTP {status}: {self._clip(response.text, 200)}"
-                    wait = _retry_after(response)
+                    wait = retry_after(response.headers)
                 elif status in (401, 403, 404):  # wrong key, model or path: every other request would fail alike
                     raise self._refusal(status, response.text, "POST /chat/completions")
                 elif status >= 400:
@@ -267,6 +278,7 @@ class OpenAIEngine(Engine):
                         continue
                     return self._refused_request(request, status, response.text, attempt, latency)
                 else:
+                    self._pacer.answered(response.headers)
                     parsed = self._parse(request, response, latency)
                     if parsed is not None:
                         parsed.attempts = attempt
@@ -276,11 +288,11 @@ class OpenAIEngine(Engine):
                     kind = "malformed_response"
                     message = f"unreadable response body: {self._clip(response.text, 120)!r}"
             self.breaker.failed(kind, message)  # raises EngineStop when the endpoint has been failing too long
-            if attempt < self.max_attempts:
-                delay = wait if wait is not None else self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            if attempt - limited < self.max_attempts and attempt < self.max_attempts * RATE_LIMITED_ATTEMPTS:
+                tries = attempt - limited if kind != "rate_limited" else limited
+                delay = wait if wait is not None else self.backoff_s * 2 ** (tries - 1) * random.uniform(0.5, 1.5)
                 await self._back_off(min(delay, self.max_backoff_s))
-        return self._scrub(failure(kind, f"{message} (after {self.max_attempts} attempts)",
-                                   attempts=self.max_attempts))
+        return self._scrub(failure(kind, f"{message} (after {attempt} attempts)", attempts=attempt))
 
     async def _back_off(self, delay: float) -> None:
         """Wait ``delay`` seconds (a retry-after is honoured in full), waking when the engine would be given up, so
@@ -372,16 +384,6 @@ class Response:
 
     def json(self):
         return json.loads(self.content)
-
-
-def _retry_after(response: Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _refuses_max_tokens(text: str) -> bool:

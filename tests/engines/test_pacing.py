@@ -1,0 +1,87 @@
+"""Rate limits met without a storm of 429s (engines/pacing.py), alone and in the openai engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ipm_prefdial.engines.openai_http import OpenAIEngine
+from ipm_prefdial.engines.pacing import Pacer, duration, exhausted_for, retry_after
+from ipm_prefdial.engines.requests import ChatRequest, Sampling
+from ipm_prefdial.testing.fake_llm import FakeLLM
+
+
+def test_reset_durations_and_retry_waits_are_read_as_openai_writes_them():
+    assert [duration(t) for t in ("20ms", "1s", "1.5s", "6m0s", "1m1.25s", "2h0m0s", "0.5", "soon", "", None)] == [
+        0.02, 1.0, 1.5, 360.0, 61.25, 7200.0, 0.5, None, None, None]
+    assert retry_after({"retry-after-ms": "250", "retry-after": "1"}) == 0.25
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert retry_after({}) is None
+
+
+def test_a_spent_token_count_holds_until_its_reset_and_a_request_count_is_left_to_the_copy_of_the_bucket():
+    assert exhausted_for({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1.5s"}) == 1.5
+    assert exhausted_for({"x-ratelimit-remaining-tokens": "12", "x-ratelimit-reset-tokens": "1.5s"}) == 0.0
+    assert exhausted_for({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"}) == 60.0
+    assert exhausted_for({"x-ratelimit-remaining-requests": "0", "x-ratelimit-limit-requests": "600",
+                          "x-ratelimit-reset-requests": "1s"}) == 0.0
+    assert exhausted_for({}) == 0.0
+
+
+def test_a_429_halves_the_limit_once_per_round_and_answers_grow_it_back():
+    async def go():
+        pacer = Pacer(32)
+        first = await pacer.acquire()
+        second = await pacer.acquire()
+        await pacer.release()
+        await pacer.release()
+        pacer.limited(first, {})
+        pacer.limited(second, {})  # the same burst: sent before the cut
+        assert (pacer.limit, pacer.cuts) == (16.0, 1)
+        pacer.answered({})
+        assert pacer.limit == 16.0625
+        third = await pacer.acquire()
+        await pacer.release()
+        pacer.limited(third, {})  # sent after the cut: a new round
+        assert pacer.limit == pytest.approx(8.03125) and pacer.cuts == 2
+        for _ in range(4):
+            pacer.limited(third, {})
+        assert pacer.cuts == 2
+
+    asyncio.run(go())
+
+
+def test_the_copy_of_the_server_bucket_makes_an_attempt_wait_for_room():
+    async def go():
+        pacer = Pacer(8)
+        pacer.answered({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "2"})
+        now = pacer.room_at
+        assert (pacer.rate, pacer.room) == (10.0, 2.0)
+        assert [pacer._take(now), pacer._take(now)] == [0.0, 0.0]
+        assert pacer._take(now) == pytest.approx(0.1)  # no room: one request's share of a second at 10 a second
+        assert pacer._take(now + 0.1) == 0.0
+
+    asyncio.run(go())
+
+
+def test_an_engine_at_16_in_flight_meets_a_limit_of_1200_a_minute_with_few_429s():
+    """40 requests that 16 at once would send in a burst: the test server lets 20 in at once, then 20 a second."""
+    async def go(url: str, server: FakeLLM):
+        engine = OpenAIEngine(url, concurrency=16, give_up_after=30)
+        await engine.start()
+        try:
+            requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=64),
+                                         group=f"d{i}") for i in range(40)]
+            return await asyncio.gather(*(engine.complete(r) for r in requests))
+        finally:
+            await engine.close()
+
+    server = FakeLLM(rpm=1200, latency=0.05)
+    with server as url:
+        results = asyncio.run(go(url, server))
+    assert all(r.ok for r in results)
+    assert server.answered == 40
+    # without the pacing, about 190 (a 429 is retried at once, 16 in flight); a loaded machine spreads the first burst
+    assert server.rate_limited <= 4, f"{server.rate_limited} requests were answered 429"
