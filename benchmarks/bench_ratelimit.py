@@ -20,17 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from ipm_prefdial.engines.vllm_engine import cpu_flags
 from ipm_prefdial.testing.fake_llm import FakeLLM
 
 RUNS = ((600, 32), (600, 8), (1200, 64))  # (requests a minute, --concurrency)
 
 
 def host() -> str:
-    flags = ""
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
+        flags = cpu_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        flags = ""
     avx = sorted({f for f in flags.split() if f.startswith("avx")})
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {' '.join(avx) or 'no avx flags'}"
 

@@ -241,7 +241,7 @@ class OpenAIEngine(Engine):
         url = self._url("/chat/completions")  # sent as given: the runner fitted it to the context budget
         kind, message = "connection", "not sent"
         attempt = limited = 0  # limited: 429s, which do not use up max_attempts (up to RATE_LIMITED_ATTEMPTS)
-        while attempt - limited < self.max_attempts and attempt < self.max_attempts * RATE_LIMITED_ATTEMPTS:
+        while self._may_try(attempt, limited):
             attempt += 1
             token_param = self.token_param  # what this attempt sends (another request may switch it meanwhile)
             payload = json.dumps(self.body(request), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -288,11 +288,15 @@ class OpenAIEngine(Engine):
                     kind = "malformed_response"
                     message = f"unreadable response body: {self._clip(response.text, 120)!r}"
             self.breaker.failed(kind, message)  # raises EngineStop when the endpoint has been failing too long
-            if attempt - limited < self.max_attempts and attempt < self.max_attempts * RATE_LIMITED_ATTEMPTS:
+            if self._may_try(attempt, limited):
                 tries = attempt - limited if kind != "rate_limited" else limited
                 delay = wait if wait is not None else self.backoff_s * 2 ** (tries - 1) * random.uniform(0.5, 1.5)
                 await self._back_off(min(delay, self.max_backoff_s))
         return self._scrub(failure(kind, f"{message} (after {attempt} attempts)", attempts=attempt))
+
+    def _may_try(self, attempt: int, limited: int) -> bool:
+        """Another attempt after ``attempt`` of them, ``limited`` of which were answered 429."""
+        return attempt - limited < self.max_attempts and attempt < self.max_attempts * RATE_LIMITED_ATTEMPTS
 
     async def _back_off(self, delay: float) -> None:
         """Wait ``delay`` seconds (a retry-after is honoured in full), waking when the engine would be given up, so

@@ -59,7 +59,7 @@ class Pacer:
                     continue
                 wait = self._take(now)
                 if wait > 0:
-                    self.hold_until = max(self.hold_until, now + wait)
+                    self._hold(wait)
                     continue
                 self.in_flight += 1
                 return now
@@ -68,12 +68,20 @@ class Pacer:
         """Take a request's room from the copy of the server's bucket: 0, or the seconds until there is room."""
         if not self.rate:
             return 0.0
-        self.room = min(self.size, self.room + (now - self.room_at) * self.rate)
-        self.room_at = now
+        self._refill(now)
         if self.room >= 1.0 - 1e-9:  # a whole request's room (less the float's rounding of the refill)
             self.room = max(0.0, self.room - 1.0)
             return 0.0
         return (1.0 - self.room) / self.rate
+
+    def _refill(self, now: float) -> None:
+        self.room = min(self.size, self.room + (now - self.room_at) * self.rate)
+        self.room_at = now
+
+    def _hold(self, seconds: float) -> None:
+        """No new attempt goes out for ``seconds`` (a longer hold already set stays)."""
+        if seconds > 0:
+            self.hold_until = max(self.hold_until, time.monotonic() + seconds)
 
     async def release(self) -> None:
         async with self._changed:
@@ -84,9 +92,7 @@ class Pacer:
         """An answer that was not a 429: grow the limit; hold new attempts when the server says it has no room."""
         self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
         self._sync(headers)
-        hold = exhausted_for(headers)
-        if hold:
-            self.hold_until = max(self.hold_until, time.monotonic() + hold)
+        self._hold(exhausted_for(headers))
 
     def _sync(self, headers: Mapping[str, str], room: float | None = None) -> None:
         """Learn the server's rate and bring the copy of its bucket down to what it says remains."""
@@ -96,11 +102,10 @@ class Pacer:
             return
         now = time.monotonic()
         if not self.rate:  # first news: the bucket is as the server says
-            self.rate, self.room, self.room_at = limit / 60.0, remaining - self.in_flight, now
+            self.room, self.room_at = remaining - self.in_flight, now
         self.rate = limit / 60.0
         self.size = max(self.size, remaining, 1.0)
-        self.room = min(self.size, self.room + (now - self.room_at) * self.rate)
-        self.room_at = now
+        self._refill(now)
         # the attempts still in flight may not be in the server's count yet: assume they are not (a wait too many,
         # never a 429 too many)
         self.room = min(self.room, remaining - self.in_flight)
@@ -112,9 +117,7 @@ class Pacer:
             self.cut_at = time.monotonic()
             self.cuts += 1
         self._sync(headers, room=0.0)
-        hold = exhausted_for(headers)
-        if hold:
-            self.hold_until = max(self.hold_until, time.monotonic() + hold)
+        self._hold(exhausted_for(headers))
 
 
 def exhausted_for(headers: Mapping[str, str]) -> float:
