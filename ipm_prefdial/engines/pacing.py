@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Mapping
 
-MAX_HOLD = 60.0  # the longest a server's count may hold new attempts (seconds)
+MAX_HOLD = 60.0  # the longest a server's count may hold an attempt (seconds); beyond it the attempt goes out
 DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?")
 
 
@@ -45,17 +45,15 @@ class Pacer:
 
     async def acquire(self) -> float:
         """Wait for a place in flight (and for the end of a hold); returns the time the attempt goes out."""
-        async with self._changed:
-            while True:
+        while True:
+            hold = self.hold_until - time.monotonic()
+            if hold > 0:
+                await asyncio.sleep(hold)  # holding no lock: a cancelled build stops here at once
+                continue
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
                 now = time.monotonic()
                 if now < self.hold_until:
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), self.hold_until - now)
-                    except asyncio.TimeoutError:
-                        pass
-                    continue
-                if self.in_flight >= max(1, int(self.limit)):
-                    await self._changed.wait()
                     continue
                 wait = self._take(now)
                 if wait > 0:
@@ -72,7 +70,11 @@ class Pacer:
         if self.room >= 1.0 - 1e-9:  # a whole request's room (less the float's rounding of the refill)
             self.room = max(0.0, self.room - 1.0)
             return 0.0
-        return (1.0 - self.room) / self.rate
+        wait = (1.0 - self.room) / self.rate
+        if wait > MAX_HOLD:  # no room for long: the server answers for itself (429, retry-after, give-up)
+            self.room -= 1.0
+            return 0.0
+        return wait
 
     def _refill(self, now: float) -> None:
         self.room = min(self.size, self.room + (now - self.room_at) * self.rate)

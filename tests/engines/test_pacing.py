@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from ipm_prefdial.engines.breaker import EngineStop
 from ipm_prefdial.engines.openai_http import OpenAIEngine
 from ipm_prefdial.engines.pacing import Pacer, duration, exhausted_for, retry_after
 from ipm_prefdial.engines.requests import ChatRequest, Sampling
@@ -85,3 +86,22 @@ def test_an_engine_at_16_in_flight_meets_a_limit_of_1200_a_minute_with_few_429s(
     assert server.answered == 40
     # without the pacing, about 190 (a 429 is retried at once, 16 in flight); a loaded machine spreads the first burst
     assert server.rate_limited <= 4, f"{server.rate_limited} requests were answered 429"
+
+
+def test_a_server_with_no_room_for_hours_is_given_up_not_waited_for():
+    """0.01 requests a minute: the copy of the bucket would hold the next attempt for 6,000 s; it goes out instead,
+    is answered 429, and the engine gives up after --give-up-after as for any endpoint that stopped answering."""
+    async def go(url: str):
+        engine = OpenAIEngine(url, concurrency=4, give_up_after=1, max_backoff_s=0.2)
+        await engine.start()
+        try:
+            requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=64),
+                                         group=f"d{i}") for i in range(6)]
+            await asyncio.wait_for(asyncio.gather(*(engine.complete(r) for r in requests)), 30)
+        finally:
+            await engine.close()
+
+    server = FakeLLM(rpm=0.01)
+    with server as url, pytest.raises(EngineStop, match="rate_limited: HTTP 429"):
+        asyncio.run(go(url))
+    assert server.answered == 1 and server.rate_limited >= 1
