@@ -27,7 +27,8 @@ from ipm_prefdial.taxonomy import BUILTIN
 
 # The groups options are listed under (``ipm build --help``), in this order.
 SOURCE, OUTPUT, ENGINE, JUDGE, EXECUTOR = "Source and split", "Output", "Engines", "Judge", "Executor"
-GROUPS = (SOURCE, OUTPUT, ENGINE, JUDGE, EXECUTOR)
+COST = "Cost and batches"
+GROUPS = (SOURCE, OUTPUT, ENGINE, JUDGE, EXECUTOR, COST)
 STAGES = ("sft", "import", "all")  # import: the SFT configs and the pairs the source itself holds (ESC-Pro), no LLM
 IMPORT_SOURCES = ("esc-pro",)  # sources holding pairs of their own
 BUILD_FILES = ("README.md", "manifest.json", "data")  # everything a build may write in its directory
@@ -169,10 +170,74 @@ class JudgeOptions:
     no_judge: bool = option(False, "Skip the judge: judge is null in every pair.", group=JUDGE)
 
 
+PRICE = (0, None)  # US dollars per million tokens
+
+
+@dataclass
+class CostOptions:
+    """What requests cost, what a build may spend, and the provider's batch API (engine openai)."""
+
+    price_input: float | None = option(None, "Policy: US dollars per million prompt tokens.", group=COST, range=PRICE)
+    price_cached_input: float | None = option(None, """Policy: US dollars per million cached prompt tokens (default:
+        the input price).""", group=COST, range=PRICE)
+    price_output: float | None = option(None, "Policy: US dollars per million completion tokens.", group=COST,
+                                        range=PRICE)
+    judge_price_input: float | None = option(None, "Judge: US dollars per million prompt tokens (default: the "
+                                                   "policy's when the judge uses its endpoint and model).", group=COST,
+                                             range=PRICE)
+    judge_price_cached_input: float | None = option(None, "Judge: US dollars per million cached prompt tokens.",
+                                                    group=COST, range=PRICE)
+    judge_price_output: float | None = option(None, "Judge: US dollars per million completion tokens.", group=COST,
+                                              range=PRICE)
+    batch_discount: float = option(0.5, "Share of the price a batch saves (OpenAI, Azure: 0.5).", group=COST,
+                                   range=(0, 1))
+    max_spend: float | None = option(None, """Never let the build's spend pass this many US dollars: its answers
+        (the cache's included) plus the worst case of every request in flight or in a batch; a request that would
+        pass it is not sent and the build ends incomplete (exit code 3). A rerun with a higher cap goes on.""",
+                                     group=COST, range=(0, None, True))
+    batch: bool = option(False, """Send the policy's requests through the provider's batch API (/v1/files and
+        /v1/batches; Azure's global batch): half the price, answers within 24 h, the same bytes as an online
+        build.""", group=COST)
+    judge_batch: bool = option(False, "Send the judge's requests through the batch API.", group=COST)
+    batch_wait: float | None = option(None, """Seconds to wait for batches before stopping with exit code 3 (0: submit
+        and stop; default: until they end). A rerun of the same command collects them.""", group=COST,
+                                      range=(0, None))
+    batch_poll: float = option(60.0, "Seconds between asking the provider how the batches stand.", group=COST,
+                               range=(0, None, True))
+    batch_max_lines: int | None = option(None, """Lines per batch file (default and most: the provider's; OpenAI
+        50,000, Azure 100,000; files are also kept under 200 MB).""", group=COST, range=(1, 100_000))
+    batch_export: str | None = option(None, """Write the requests still to answer as batch JSON lines in this
+        directory (one file per role and part) and stop (exit code 3): run them anywhere (vllm run-batch, a
+        provider), read the output with ipm batches import, then run the same command again.""", group=COST)
+
+    def prices(self, role: str):
+        """The prices of a role ("policy" or "judge"); the judge's default to the policy's on the same endpoint."""
+        from ipm_prefdial.engines.spend import Prices
+
+        mine = [self.price_input, self.price_cached_input, self.price_output]
+        if role == "judge":
+            own = [self.judge_price_input, self.judge_price_cached_input, self.judge_price_output]
+            same = not getattr(self, "judge_base_url", None) and not getattr(self, "judge_model", None)
+            mine = own if any(v is not None for v in own) or not same else mine
+        return Prices(mine[0] or 0.0, mine[2] or 0.0, mine[1], self.batch_discount)
+
+    @property
+    def priced(self) -> bool:
+        return any(getattr(self, f"{who}price_{kind}") is not None for who in ("", "judge_")
+                   for kind in ("input", "cached_input", "output"))
+
+
 # The groups, in the order of ``ipm build --help`` and of the fields: a base class listed last comes first.
 @dataclass
-class BuildConfig(ExecutorOptions, JudgeOptions, EngineOptions, PolicyOptions, OutputOptions, SourceOptions):
+class BuildConfig(CostOptions, ExecutorOptions, JudgeOptions, EngineOptions, PolicyOptions, OutputOptions,
+                  SourceOptions):
     """Every option of ``ipm build``."""
+
+    # a YAML config may give the prices as one mapping
+    nested = {"prices": {"input": "price_input", "cached_input": "price_cached_input", "output": "price_output",
+                         "batch_discount": "batch_discount",
+                         "judge": {"input": "judge_price_input", "cached_input": "judge_price_cached_input",
+                                   "output": "judge_price_output"}}}
 
     def resolved_split(self) -> str:
         return self.split or ("decoupledesc" if self.source == "esconv" else "random")
@@ -236,14 +301,36 @@ class BuildConfig(ExecutorOptions, JudgeOptions, EngineOptions, PolicyOptions, O
                 raise ConfigError(f"{flag(name)} {path}: not a directory")
         if self.prompts_dir is not None and not Path(self.prompts_dir).is_dir():
             raise ConfigError(f"--prompts-dir {self.prompts_dir}: no such directory")
+        self.check_cost()
         check_out(Path(self.out))
+
+    def check_cost(self) -> None:
+        """Batches, exports and the spend cap need an HTTP engine, the request cache and this process."""
+        wanted = [name for name in ("batch", "judge_batch", "batch_export", "max_spend")
+                  if getattr(self, name) not in (None, False)]
+        if not wanted or self.stage != "all":
+            return
+        first = flag(wanted[0])
+        if self.executor != "local":
+            raise ConfigError(f"{first} runs with --executor local (the driver holds the batches and the spend)")
+        if self.no_cache and (self.batch or self.judge_batch or self.batch_export):
+            raise ConfigError(f"{first} records its batches in the request cache: drop --no-cache")
+        if (self.batch or self.batch_export) and self.engine != "openai":
+            raise ConfigError(f"{first}: the policy engine is {self.engine}; batches need --engine openai")
+        if self.judge_batch and (self.no_judge or (self.judge_engine or self.engine) != "openai"):
+            raise ConfigError("--judge-batch needs the judge on --engine openai (or --judge-engine openai)")
+        if self.max_spend is not None and not self.priced:
+            raise ConfigError("--max-spend needs prices: --price-input and --price-output (and --judge-price-* for "
+                              "a judge of its own), or prices: in the YAML config")
+        if self.batch_export and not (self.model or all(getattr(self, f"{t}_model") for t in ("sp", "rg", "vm"))):
+            raise ConfigError("--batch-export needs --model: nothing asks the endpoint which model it serves")
 
 
 # Options that may hold a local path: a build records only the last part (a file or folder name), since a build
 # is published and must not carry the building machine's directories; sources and models are identified by
 # their sha256 elsewhere in the manifest.
 PATH_OPTIONS = ("source_path", "taxonomy", "out", "cache_dir", "prompts_dir", "model", "sp_model", "rg_model",
-                "vm_model", "judge_model", "trim_tokenizer")
+                "vm_model", "judge_model", "trim_tokenizer", "batch_export")
 SHELL_SAFE = re.compile(r"[\w./:@%+=,-]+")
 
 

@@ -180,6 +180,7 @@ def load_config(cls: type, yaml_path: str | Path | None = None, given: dict | No
             raise ConfigError(f"{path}: cannot read the config: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of option names to values")
+        data = unnest(cls, data, path)
         for key, value in data.items():
             name = str(key).replace("-", "_")
             if name not in options:
@@ -194,6 +195,29 @@ def load_config(cls: type, yaml_path: str | Path | None = None, given: dict | No
             value = {**values.get(name, {}), **parse_pairs(options[name], value)}
         values[name] = value
     return cls(**values)
+
+
+def unnest(cls: type, data: dict, path: Path) -> dict:
+    """A YAML config's sections (``cls.nested``: section -> {key: option name, or a sub-section}) as flat options:
+    ``prices: {input: 2.5, judge: {input: 1}}`` gives ``price_input`` and ``judge_price_input``."""
+    out = dict(data)
+    for section, names in getattr(cls, "nested", {}).items():
+        if section not in out:
+            continue
+        value = out.pop(section)
+
+        def flatten(value, names: dict, where: str) -> None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {where}: expected a mapping of {', '.join(names)}")
+            for key, item in value.items():
+                if key not in names:
+                    raise ConfigError(f"{path}: {where}: unknown key {key!r}; known: {', '.join(names)}")
+                if isinstance(names[key], dict):
+                    flatten(item, names[key], f"{where}.{key}")
+                else:
+                    out[names[key]] = item
+        flatten(value, names, section)
+    return out
 
 
 def parse_pairs(option: Declared, items: list[str] | dict) -> dict:

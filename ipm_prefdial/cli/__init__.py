@@ -3,6 +3,7 @@
 - ``build``: ``ipm build`` (and the supervised Ray driver it may start);
 - ``data``: the commands over a build: ``validate``, ``view``, ``agreement``, ``publish``, ``export``;
 - ``models``: ``train``, ``infer``, ``eval``, ``engine-check``;
+- ``batches``: ``batches list|cancel|import`` (a build's provider batches, by its cache);
 - ``options``: the Typer options made from the configs' declarations (``ipm_prefdial.options``);
 - ``render``: the summaries the commands print.
 
@@ -80,4 +81,4 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     pass
 
 
-from ipm_prefdial.cli import build, data, models  # noqa: E402, F401 - the commands register themselves
+from ipm_prefdial.cli import batches, build, data, models  # noqa: E402, F401 - the commands register themselves

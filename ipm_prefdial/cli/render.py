@@ -64,12 +64,37 @@ def build_summary(out: Console, result) -> None:
             pools.setdefault(json.dumps(d["per_worker"]), ([], d))[0].append(role.upper())
     for roles, d in pools.values():
         out.print(f"ray {'+'.join(roles)} ({d['workers']} workers): {per_worker(d['per_worker'])}")
+    spend = m.get("spend")
+    if spend:
+        roles = "; ".join(f"{role} {mode} {t['usd']:.4f} USD ({t['requests']:,} answers)"
+                          for role, modes in spend["by_role"].items() for mode, t in modes.items())
+        out.print(f"spend {spend['usd']:.4f} USD ({spend['usd_this_run']:.4f} in this run){': ' + roles if roles else ''}"
+                  + (f"; cap {spend['max_spend']:g} USD" if spend["max_spend"] is not None else ""))
     if not result.complete:
-        left = m["incomplete"]
-        kinds = ", ".join(f"{k} {v}" for k, v in left["transient_failures"].items())
-        raise IncompleteError(f"{left['requests']} requests ended in transient failures ({kinds}); the build is "
-                              "written but marked incomplete (manifest.json complete: false). Run the same command "
-                              "again to send them again and complete it.")
+        raise IncompleteError(incomplete_line(m))
+
+
+def incomplete_line(m: dict) -> str:
+    """Why a build is incomplete and what completes it, in one line."""
+    left = dict(m["incomplete"]["transient_failures"])
+    written = "the build is written but marked incomplete (manifest.json complete: false)"
+    spend, exported = m.get("spend") or {}, m["incomplete"].get("exported")
+    if left.pop("spend_cap", 0):
+        return (f"spend cap reached: --max-spend {spend['max_spend']:g} USD; this build's answers cost "
+                f"{spend['usd']:.4f} USD ({spend['usd_this_run']:.4f} in this run) and {spend['requests_not_sent']:,} "
+                f"requests were not sent; {written}. Run the same command with a higher --max-spend to go on.")
+    pending = left.pop("batch_pending", 0)
+    if exported:
+        return (f"{pending:,} requests written as batch files ({', '.join(exported)}); {written}. Run them (vllm "
+                "run-batch -i FILE -o OUTPUT --model ..., or a provider's batch API), then ipm batches import OUTPUT "
+                "(same --cache-dir) and run the same command again.")
+    if pending:
+        more = f" ({sum(left.values())} more ended in transient failures)" if left else ""
+        return (f"{pending:,} requests are in batches still running at the provider{more}; {written}. Run the same "
+                "command again to collect them (ipm batches list shows them).")
+    kinds = ", ".join(f"{k} {v}" for k, v in left.items())
+    return (f"{sum(left.values())} requests ended in transient failures ({kinds}); {written}. Run the same command "
+            "again to send them again and complete it.")
 
 
 DRY_RUN_COLUMNS = (("requests", "requests"), ("cached", "cached"), ("send", "to send"),

@@ -27,6 +27,29 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     stamp TEXT NOT NULL,
     sha256 TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS batch_parts (
+    part INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    role TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    structured TEXT NOT NULL,
+    file_id TEXT,
+    batch_id TEXT,
+    status TEXT NOT NULL,
+    lines INTEGER NOT NULL,
+    worst_usd REAL NOT NULL,
+    counts TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_lines (
+    key TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    output TEXT,
+    max_tokens INTEGER NOT NULL,
+    PRIMARY KEY (key, part)
+);
+CREATE INDEX IF NOT EXISTS batch_lines_part ON batch_lines (part);
 CREATE TABLE IF NOT EXISTS failures (
     key TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -161,6 +184,23 @@ class RequestCache:
     def remember_sha256(self, path: str, stamp: str, sha256: str) -> None:
         with self._guard():
             self._db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?)", (path, stamp, sha256))
+
+    # -- the book of batches (engines.batch): parts (input files and the provider's batch of each) and their lines
+    def sql(self, statement: str, params: Iterable = ()) -> list[tuple]:
+        """One statement on the cache's database (the batch book's tables), every row read, or CacheError."""
+        with self._guard():
+            return self._db.execute(statement, tuple(params)).fetchall()
+
+    def sql_many(self, statement: str, rows: Iterable[tuple]) -> None:
+        """One statement for many rows, in one transaction."""
+        with self._guard():
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(statement, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def counts(self) -> dict[str, int]:
         with self._guard():

@@ -328,29 +328,13 @@ class OpenAIEngine(Engine):
         """The result in a 200 response, or None when the body is not a chat completion."""
         try:
             data = response.json()
-            choice = data["choices"][0]
-            text = choice["message"].get("content")
-            finish = choice.get("finish_reason")
-            usage = data.get("usage") or {}
-            details = usage.get("prompt_tokens_details") or {}
-            cached = details.get("cached_tokens")
-            if cached is None:  # llama.cpp reports the reused prefix in its timings
-                cached = (data.get("timings") or {}).get("cache_n", 0)
-            counts = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "cached_tokens": int(cached or 0),
-                      "completion_tokens": int(usage.get("completion_tokens") or 0), "latency_s": latency}
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError):
+        except ValueError:
             return None
-        if text is not None and not isinstance(text, str):
-            return None
-        if isinstance(request.output, Choice) and self.structured == "json_schema" and text and finish != "length":
-            try:  # the one-field object this mode asked for
-                text = str(json.loads(text)["answer"])
-            except (ValueError, KeyError, TypeError):
-                return failure("invalid_output", f"expected {{\"answer\": <label>}}, got {text[:80]!r}",
-                               text=text, finish_reason=finish, **counts)
-        if isinstance(request.output, JsonSchema) and self.structured == "vllm" and text and "\n" in text:
+        result = completion_result(request, data, self.structured, latency)
+        if (result is not None and isinstance(request.output, JsonSchema) and self.structured == "vllm"
+                and result.text and "\n" in result.text):
             self._padded_json()
-        return check_output(request, text, finish, **counts)
+        return result
 
     def _padded_json(self) -> None:
         if not self.json_padded:
@@ -372,6 +356,33 @@ class OpenAIEngine(Engine):
         if result.error:
             result.error = self._mask(result.error)
         return result
+
+
+def completion_result(request: ChatRequest, data: object, structured: str, latency: float = 0.0) -> ChatResult | None:
+    """The result in a chat completion body (an HTTP answer's, or a line of a batch output file), checked against
+    the request's output constraint as sent in ``structured`` mode; None when the body is not a chat completion."""
+    try:
+        choice = data["choices"][0]  # type: ignore[index]
+        text = choice["message"].get("content")
+        finish = choice.get("finish_reason")
+        usage = data.get("usage") or {}  # type: ignore[union-attr]
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens")
+        if cached is None:  # llama.cpp reports the reused prefix in its timings
+            cached = (data.get("timings") or {}).get("cache_n", 0)  # type: ignore[union-attr]
+        counts = {"prompt_tokens": int(usage.get("prompt_tokens") or 0), "cached_tokens": int(cached or 0),
+                  "completion_tokens": int(usage.get("completion_tokens") or 0), "latency_s": latency}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError):
+        return None
+    if text is not None and not isinstance(text, str):
+        return None
+    if isinstance(request.output, Choice) and structured == "json_schema" and text and finish != "length":
+        try:  # the one-field object this mode asked for
+            text = str(json.loads(text)["answer"])
+        except (ValueError, KeyError, TypeError):
+            return failure("invalid_output", f"expected {{\"answer\": <label>}}, got {text[:80]!r}",
+                           text=text, finish_reason=finish, **counts)
+    return check_output(request, text, finish, **counts)
 
 
 class Response:

@@ -129,8 +129,11 @@ class ChatRequest:
 
 
 # Failure kinds. Transient ones are retried by the engine and, when still failing, retried on a rerun;
-# the others are properties of the answer and are replayed from the cache unless --retry-failed.
-TRANSIENT = frozenset({"timeout", "rate_limited", "server_error", "connection", "malformed_response"})
+# the others are properties of the answer and are replayed from the cache unless --retry-failed. ``UNSENT`` kinds
+# are requests this run did not get an answer to on purpose (the spend cap, a batch still running at the provider):
+# never recorded in the cache, sent (or collected) by a rerun.
+UNSENT = frozenset({"spend_cap", "batch_pending"})
+TRANSIENT = frozenset({"timeout", "rate_limited", "server_error", "connection", "malformed_response"}) | UNSENT
 FAILURE_KINDS = TRANSIENT | frozenset({"truncated", "invalid_output", "empty", "client_error", "context"})
 
 

@@ -13,7 +13,7 @@ from rich.progress import Progress, TaskID
 from ipm_prefdial.engines.base import Engine
 from ipm_prefdial.engines.breaker import EngineStop
 from ipm_prefdial.engines.cache import RequestCache
-from ipm_prefdial.engines.requests import TRANSIENT, ChatRequest, ChatResult
+from ipm_prefdial.engines.requests import TRANSIENT, UNSENT, ChatRequest, ChatResult
 from ipm_prefdial.errors import EXIT_REFUSED
 
 FIRST_ANSWERS = 16  # new answers after which a run can estimate its rate
@@ -143,6 +143,8 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     plan = plan_requests(engine, requests, cache, retry_failed)
     if plan.pending:  # a model is loaded only when something must be sent: a cached rerun starts nothing
         await engine.start()
+    if hasattr(engine, "count_cached"):  # a metered engine counts the dollars of the answers the cache holds
+        engine.count_cached([r for i, r in enumerate(plan.results) if r is not None and i not in plan.replayed])
     results = plan.results
     for i in range(len(requests)):
         for book in books[i]:
@@ -175,7 +177,8 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
                 for book in books[i]:
                     book.attempts += result.attempts
                     last_of[id(book)] = time.perf_counter()
-                if cache:
+                if cache and not result.from_cache and result.error_kind not in UNSENT:
+                    # (a batch engine commits what it collects itself: its results come marked from_cache)
                     cache.put(plan.keys[i], plan.identity, result)
                     if result.error_kind == "client_error":
                         refused.append(plan.keys[i])

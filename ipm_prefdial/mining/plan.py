@@ -69,6 +69,51 @@ def make_engines(cfg: BuildConfig) -> tuple[dict[tuple, Engine], dict[str, Engin
     return instances, engines
 
 
+def role_of(task: str) -> str:
+    return "judge" if task == "judge" else "policy"
+
+
+def make_budget(cfg: BuildConfig):
+    """The build's spend: the cap and each role's prices."""
+    from ipm_prefdial.engines.spend import Budget
+
+    return Budget(cfg.max_spend, {role: cfg.prices(role) for role in ("policy", "judge")})
+
+
+def metered(instances: dict, engines: dict[str, Engine], cfg: BuildConfig, cache: RequestCache | None, budget
+            ) -> tuple[dict, dict[str, Engine]]:
+    """The build's HTTP engines (engine ``openai``) as each role pays for them: counted in dollars and held to
+    the spend cap (``engines.batch.Metered``), through the batch API (``--batch``, ``--judge-batch``) or written
+    as batch files (``--batch-export``). Policy tasks that share an engine share its view, so they still run as
+    one batch; other engines are left as they are."""
+    from ipm_prefdial.engines.batch import BatchEngine, Metered
+
+    views: dict[tuple[int, str], Engine] = {}
+    wrapped: set[int] = set()
+    out = dict(engines)
+    for task, engine in engines.items():
+        if engine.name != "openai" or cfg.executor != "local":
+            continue
+        role = role_of(task)
+        batch = cfg.judge_batch if role == "judge" else cfg.batch
+        export = cfg.batch_export  # every request to an HTTP engine is written out
+        if not (batch or export or cfg.priced or cfg.max_spend is not None):
+            continue
+        view = views.get((id(engine), role))
+        if view is None:
+            if batch or export:
+                view = BatchEngine(engine, role, budget, cache, wait=cfg.batch_wait, poll=cfg.batch_poll,
+                                   max_lines=cfg.batch_max_lines, export_dir=export)
+            else:
+                view = Metered(engine, role, budget)
+            views[(id(engine), role)] = view
+        wrapped.add(id(engine))
+        out[task] = view
+    kept = {key: engine for key, engine in instances.items() if id(engine) not in wrapped}
+    kept.update({("view", *key): view for key, view in views.items()})
+    return kept, out
+
+
 def host_groups(instances, engines: dict[str, Engine]) -> list[list[tuple[Engine, list[str]]]]:
     """The policy engines with their tasks, grouped by host, in order of first use."""
     groups: dict[int, list[tuple[Engine, list[str]]]] = {}

@@ -19,7 +19,8 @@ from ipm_prefdial.engines.cache import RequestCache
 from ipm_prefdial.engines.requests import ChatResult, Sampling
 from ipm_prefdial.engines.runner import Stats, run_coroutine, run_requests, transient_left
 from ipm_prefdial.mining.judge import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
-from ipm_prefdial.mining.plan import Job, host_groups, make_engines, open_cache, policy_jobs, policy_sampling
+from ipm_prefdial.mining.plan import (Job, host_groups, make_budget, make_engines, metered, open_cache, policy_jobs,
+                                     policy_sampling)
 from ipm_prefdial.mining.policy import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts
@@ -40,6 +41,8 @@ class MiningOutput:
     by_strategy: dict = field(default_factory=dict)
     judge_status: dict = field(default_factory=dict)  # config -> judge_status -> rows
     transient: dict = field(default_factory=dict)  # failure kind -> requests left failed by retries that ran out
+    spend: dict | None = None  # manifest section: tokens and dollars by role and mode (None: nothing priced)
+    exported: list = field(default_factory=list)  # batch files written by --batch-export
 
 
 @dataclass
@@ -77,7 +80,7 @@ def preflight(cfg: BuildConfig) -> None:
     """Ask every HTTP endpoint of a build ``GET /models`` before any other work (reading the source, loading a
     tokenizer): an endpoint that is unreachable, fails TLS or refuses the key stops the build in seconds
     (``EngineStop``). Ray workers ask their own (the endpoint may be reachable from the cluster only)."""
-    if cfg.executor != "local" or cfg.dry_run:
+    if cfg.executor != "local" or cfg.dry_run or cfg.batch_export:  # an export sends nothing
         return
     seen = set()
     for spec in cfg.engine_specs().values():
@@ -104,6 +107,8 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
                 console: Console, trim: Trimmer | None) -> MiningOutput:
     instances, engines = make_engines(cfg)
     cache = open_cache(cfg)
+    budget = make_budget(cfg)
+    instances, engines = metered(instances, engines, cfg, cache, budget)
     policy = policy_sampling(cfg)
     rows: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in MINED_SPLITS} for c in PAIR_CONFIG.values()}
     turn_of: dict[str, Turn] = {}
@@ -135,7 +140,11 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
             await engine.close()
         if cache is not None:
             cache.close()
-    return _output(rows, mining, judge_report, engines, policy, cfg, prompts, by_strategy)
+    output = _output(rows, mining, judge_report, engines, policy, cfg, prompts, by_strategy)
+    if cfg.priced or cfg.max_spend is not None or cfg.batch or cfg.judge_batch:
+        output.spend = budget.report()
+    output.exported = sorted({str(p) for e in instances.values() for p in getattr(e, "exported", [])})
+    return output
 
 
 async def _run_policy(instances: dict, engines: dict[str, Engine], jobs: dict[str, list[Job]],
@@ -223,8 +232,9 @@ async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: 
     stats_by: dict[str, Stats] = {}
     estimate.judge_max = 0  # the judge's own requests are counted now (the engine starts when one must be sent)
     bar = progress.add_task("judging", total=len(batch)) if progress else None
-    for start in range(0, len(batch), JUDGE_PART):
-        part = batch[start: start + JUDGE_PART]
+    size = max(1, len(batch)) if hasattr(engine, "book") else JUDGE_PART  # batches: all at once, not part by part
+    for start in range(0, len(batch), size):
+        part = batch[start: start + size]
         requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for config, row in part]
         results = await run_requests(engine, requests, cache=cache, retry_failed=cfg.retry_failed,
                                      progress=progress, progress_task=bar, labels=[config for config, _ in part],

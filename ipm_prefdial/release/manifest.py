@@ -31,8 +31,8 @@ def manifest(*, cfg: Any, recorded: dict, rerun: str, source: Any, taxonomy: Any
         # false while requests of this build ended in transient failures (retries ran out): the same command
         # sends them again; `ipm validate` and `ipm publish` refuse an incomplete build
         "complete": not transient,
-        "incomplete": {"requests": sum(transient.values()), "transient_failures": transient,
-                       "rerun": rerun} if transient else None,
+        "incomplete": {"requests": sum(transient.values()), "transient_failures": transient, "rerun": rerun,
+                       **({"exported": mined.exported} if mined and mined.exported else {})} if transient else None,
         "source": {**source.info, "counts": source.counts},
         "taxonomy": taxonomy.as_dict(),
         "split": {
@@ -57,6 +57,7 @@ def manifest(*, cfg: Any, recorded: dict, rerun: str, source: Any, taxonomy: Any
         "sampling": mined.sampling if mined else {},
         "mining": mined.mining if mined else None,
         "judge": mined.judge if mined else None,
+        "spend": mined.spend if mined else None,
         "judge_status": judge_status,
         "pairs_by_strategy": pairs_by_strategy,
         "imported": imported,

@@ -22,6 +22,9 @@ finds the bucket empty is answered 429 (``rate_limit_exceeded``) with ``retry-af
 time until the next request would be let in). ``rate_limited`` counts those answers, ``arrivals`` the times of all
 chat requests.
 
+The batch API (``/v1/files``, ``/v1/batches`` and Azure's forms) is ``fake_batches.Batches`` (``batches``): its lines
+are answered as chat requests are, and logged alike.
+
 Run in a thread (``FakeLLM``) or as a process: ``python -m ipm_prefdial.testing.fake_llm --log FILE [--latency S]
 [--rpm N] [--port P]`` prints ``http://127.0.0.1:PORT/v1``.
 """
@@ -37,6 +40,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from ipm_prefdial.testing.fake_batches import Batches
 
 MODEL_ID = "fake-llm"
 STRATEGIES = ("Question", "Restatement or Paraphrasing", "Reflection of feelings", "Self-disclosure",
@@ -109,7 +114,9 @@ class FakeLLM:
         self.fail_percent = fail_percent
         self.refused = 0
         self.answered = 0
+        self.prompt_tokens = self.completion_tokens = 0  # the usage of every answer, as the server counts it
         self.bodies: list[dict] | None = [] if keep_bodies else None  # every answered request, parsed
+        self.batches = Batches(self.answer_line)
         self._lock = threading.Lock()
         self._log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None  # noqa: SIM115
         fake = self
@@ -134,15 +141,32 @@ class FakeLLM:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _batches(self, method: str, raw: bytes = b"") -> None:
+                with fake._lock:
+                    status, payload = fake.batches.route(method, self.path, self.headers, raw)
+                if isinstance(payload, bytes):
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                else:
+                    self._reply(status, payload)
+
             def do_GET(self):
-                if self.path.rstrip("/") == "/v1/models":
+                if fake.batches.handles(self.path):
+                    self._batches("GET")
+                elif self.path.rstrip("/") == "/v1/models":
                     self._reply(200, {"object": "list", "data": [{"id": MODEL_ID, "owned_by": "ipm-test"}]})
                 else:
                     self._reply(404, {"error": "not found"})
 
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path != "/v1/chat/completions":
+                if fake.batches.handles(self.path):
+                    self._batches("POST", raw)
+                    return
+                if not self.path.split("?")[0].endswith("/chat/completions"):
                     self._reply(404, {"error": "not found"})
                     return
                 body = json.loads(raw)
@@ -166,7 +190,7 @@ class FakeLLM:
                     self._reply(500, {"error": {"message": "scripted failure for this request"}})
                     return
                 text, finish, prompt_tokens, completion_tokens = answer(body)
-                fake.record(raw, body)
+                fake.record(raw, body, prompt_tokens, completion_tokens)
                 try:
                     self._reply(200, {
                         "id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model", MODEL_ID),
@@ -189,23 +213,42 @@ class FakeLLM:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def answer_line(self, body: dict) -> tuple[int, dict]:
+        """A batch line's answer: what ``POST /chat/completions`` would answer (called under ``_lock``)."""
+        if self.fails(body):
+            self.refused += 1
+            return 500, {"error": {"message": "scripted failure for this request"}}
+        text, finish, prompt_tokens, completion_tokens = answer(body)
+        self._record(json.dumps(body).encode(), body, prompt_tokens, completion_tokens)
+        return 200, {"id": "chatcmpl-fake", "object": "chat.completion", "model": body.get("model", MODEL_ID),
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": finish}],
+                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                               "total_tokens": prompt_tokens + completion_tokens}}
+
     def fails(self, body: dict) -> bool:
         if not self.fail_percent:
             return False
         digest = _digest(body.get("messages"), body.get("seed"))
         return int.from_bytes(digest[:4], "big") % 10_000 < self.fail_percent * 100
 
-    def record(self, raw: bytes, body: dict) -> None:
+    def record(self, raw: bytes, body: dict, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        with self._lock:
+            self._record(raw, body, prompt_tokens, completion_tokens)
+
+    def _record(self, raw: bytes, body: dict, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        """Count and log one answered request (the caller holds ``_lock``)."""
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
         users = [str(m.get("content", "")) for m in body.get("messages") or [] if m.get("role") == "user"]
         line = json.dumps({"sha256": hashlib.sha256(raw).hexdigest(), "user": (users[-1] if users else "")[-60:],
                            "t": time.time()})
-        with self._lock:
-            self.answered += 1
-            if self.bodies is not None:
-                self.bodies.append(body)
-            if self._log:
-                self._log.write(line + "\n")
-                self._log.flush()
+        self.answered += 1
+        if self.bodies is not None:
+            self.bodies.append(body)
+        if self._log:
+            self._log.write(line + "\n")
+            self._log.flush()
 
     def start(self) -> FakeLLM:
         self._thread.start()
