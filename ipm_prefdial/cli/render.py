@@ -68,8 +68,9 @@ def build_summary(out: Console, result) -> None:
     if spend:
         roles = "; ".join(f"{role} {mode} {t['usd']:.4f} USD ({t['requests']:,} answers)"
                           for role, modes in spend["by_role"].items() for mode, t in modes.items())
-        out.print(f"spend {spend['usd']:.4f} USD ({spend['usd_this_run']:.4f} in this run){': ' + roles if roles else ''}"
-                  + (f"; cap {spend['max_spend']:g} USD" if spend["max_spend"] is not None else ""))
+        cap = f"; cap {spend['max_spend']:g} USD" if spend["max_spend"] is not None else ""
+        out.print(f"spend {spend['usd']:.4f} USD ({spend['usd_this_run']:.4f} in this run)"
+                  f"{': ' + roles if roles else ''}{cap}")
     if not result.complete:
         raise IncompleteError(incomplete_line(m))
 

@@ -19,8 +19,16 @@ from ipm_prefdial.engines.cache import RequestCache
 from ipm_prefdial.engines.requests import ChatResult, Sampling
 from ipm_prefdial.engines.runner import Stats, run_coroutine, run_requests, transient_left
 from ipm_prefdial.mining.judge import ERROR_TYPES, JUDGED_CONFIGS, judge_request, judge_status, verdict
-from ipm_prefdial.mining.plan import (Job, host_groups, make_budget, make_engines, metered, open_cache, policy_jobs,
-                                     policy_sampling)
+from ipm_prefdial.mining.plan import (
+    Job,
+    host_groups,
+    make_budget,
+    make_engines,
+    metered,
+    open_cache,
+    policy_jobs,
+    policy_sampling,
+)
 from ipm_prefdial.mining.policy import MINED_SPLITS, PAIR_CONFIG, TASKS, PolicySampling, make_pair
 from ipm_prefdial.progress import progress_bar
 from ipm_prefdial.prompts import Prompts

@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -81,7 +80,8 @@ def test_batch_wait_0_submits_and_stops_then_a_rerun_collects_and_cancelled_line
     assert first.exit_code == 3, first.output
     assert "258 requests are in batches still running at the provider" in plain(first.output)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["complete"] is False and manifest["incomplete"]["transient_failures"] == {"batch_pending": 258}  # 249 sent, 9 repeats
+    assert manifest["complete"] is False
+    assert manifest["incomplete"]["transient_failures"] == {"batch_pending": 258}  # 249 sent, 9 repeats
     listed = runner.invoke(app, ["batches", "list", "--cache-dir", str(tmp_path / "cache")])
     assert listed.exit_code == 0 and "part 1 policy batch_000001 in_progress: 249 lines" in listed.output
     for _ in range(2):  # meanwhile, at the provider, the batch runs and ends
