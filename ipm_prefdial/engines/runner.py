@@ -144,7 +144,8 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
     if plan.pending:  # a model is loaded only when something must be sent: a cached rerun starts nothing
         await engine.start()
     if hasattr(engine, "count_cached"):  # a metered engine counts the dollars of the answers the cache holds
-        engine.count_cached([r for i, r in enumerate(plan.results) if r is not None and i not in plan.replayed])
+        cached = {plan.keys[i]: r for i, r in enumerate(plan.results) if r is not None}  # (failures: paid too)
+        engine.count_cached(cached.values())  # each answer once, however many requests repeat it
     results = plan.results
     for i in range(len(requests)):
         for book in books[i]:

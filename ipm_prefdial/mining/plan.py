@@ -182,6 +182,11 @@ async def _dry_run(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: 
             await engine.close()
         if cache is not None:
             cache.close()
+    if cfg.priced:  # what sending it would cost at most, online and as batches
+        for task, entry in table.items():
+            price = cfg.prices(role_of(task.split(":")[0]))
+            usd = price.cost(entry["prompt_tokens"], 0, entry["completion_tokens_max"])
+            entry["usd_online"], entry["usd_batch"] = usd, usd * (1 - price.batch_discount)
     return table
 
 
