@@ -60,6 +60,10 @@ class EngineOptions:
     give_up_after: float = option(120.0, """Seconds an engine may go without a single answer while its requests keep
         failing (a dead server, a lost cluster) before the run stops: answers kept, exit code 75; the same command
         resumes.""", group=ENGINE, range=(0, None, True))
+    rpm: float | None = option(None, """At most this many requests a minute to each HTTP endpoint (the client's own
+        cap, on top of following the server's x-ratelimit-* headers).""", group=ENGINE, range=(0, None, True))
+    tpm: float | None = option(None, """At most this many tokens a minute to each HTTP endpoint (a request counts its
+        prompt estimate plus its max tokens).""", group=ENGINE, range=(0, None, True))
     headers: dict = option(help="""An HTTP header for every request to --base-url, NAME=VALUE (repeatable; a
         gateway's key, an organisation id). Sent, never recorded: the manifest keeps their names only.""",
                            group=ENGINE, flags=("--header",), pairs="headers")
@@ -70,7 +74,8 @@ class EngineOptions:
     def engine_spec(self, name: str, model: str | None, **changes) -> EngineSpec:
         """The spec of an engine of these options (``changes``: another endpoint or headers, as the judge's)."""
         values = {"base_url": self.base_url, "concurrency": self.concurrency, "context_tokens": self.context_tokens,
-                  "headers": self.headers, "retries": self.retries, "give_up_after": self.give_up_after, **changes}
+                  "headers": self.headers, "retries": self.retries, "give_up_after": self.give_up_after,
+                  "rpm": self.rpm, "tpm": self.tpm, **changes}
         values["headers"] = tuple(sorted(values["headers"].items()))
         options = tuple(sorted(self.vllm.items())) if name == "vllm" else ()
         return EngineSpec(name, model, options=options, **values)

@@ -45,6 +45,8 @@ class EngineSpec:
     retries: int | None = None
     give_up_after: float | None = None
     options: tuple[tuple[str, object], ...] = ()
+    rpm: float | None = None  # the user's caps on an HTTP engine: requests and tokens a minute
+    tpm: float | None = None
 
     @property
     def key(self) -> tuple:
@@ -59,6 +61,7 @@ def make_engine(spec: EngineSpec) -> Engine:
     ``retries`` how often it retries a request that failed with a transient kind; ``options`` are vLLM's
     settings."""
     http = {**({"give_up_after": spec.give_up_after} if spec.give_up_after else {}),
+            **({"rpm": spec.rpm} if spec.rpm else {}), **({"tpm": spec.tpm} if spec.tpm else {}),
             **({"max_attempts": spec.retries + 1} if spec.retries is not None else {})}
     model, concurrency, context_tokens = spec.model, spec.concurrency, spec.context_tokens
     if spec.name == "local":

@@ -39,7 +39,7 @@ from ipm_prefdial.engines.base import Engine
 from ipm_prefdial.engines.breaker import EXIT_REFUSED, Breaker, EngineStop
 from ipm_prefdial.engines.checks import check_output
 from ipm_prefdial.engines.pacing import Pacer, retry_after
-from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Choice, JsonSchema, failure
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Choice, JsonSchema, estimate_tokens, failure
 from ipm_prefdial.engines.streaming import stream_grouped
 from ipm_prefdial.engines.urls import azure_deployment, env_proxy, is_azure, public_url, split_endpoint
 
@@ -54,6 +54,7 @@ AZURE_API_VERSION = "2024-10-21"  # a GA version of Azure OpenAI's data-plane AP
 GIVE_UP_AFTER = 120.0  # seconds without an answer, while requests keep failing, before a run stops (exit 75)
 PREFLIGHT_TIMEOUT = 10.0  # seconds for GET /models to connect and answer
 RATE_LIMITED_ATTEMPTS = 4  # a request's attempts, 429s included, are at most this many times max_attempts
+RESEEDS = 2  # an answer that does not parse (a verdict, a label) is asked again with a new seed this many times
 REFUSALS = 3  # dialogues refused (HTTP 400) before any answer: the endpoint refuses what we send, stop
 # a refusal about the request's content, not about what the client sends (Azure's content filter, OpenAI's prompt
 # policy): recorded as that request's client_error, never a reason to stop
@@ -67,7 +68,8 @@ class OpenAIEngine(Engine):
                  concurrency: int = 8, timeout: float = 120.0, max_attempts: int = 5, backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, structured: str = "auto", context_tokens: int | None = None,
                  headers: dict[str, str] | None = None, api_version: str | None = None,
-                 give_up_after: float | None = GIVE_UP_AFTER):
+                 give_up_after: float | None = GIVE_UP_AFTER, reseeds: int = RESEEDS, rpm: float | None = None,
+                 tpm: float | None = None):
         if structured not in STRUCTURED_MODES:
             raise ValueError(f"structured must be one of {STRUCTURED_MODES}")
         self.base_url, self.query = split_endpoint(base_url)
@@ -90,6 +92,8 @@ class OpenAIEngine(Engine):
         self.concurrency = concurrency
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.reseeds = reseeds
+        self.rpm, self.tpm = rpm, tpm  # the user's own caps (requests, tokens a minute); None: none
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.structured = structured
@@ -123,7 +127,7 @@ class OpenAIEngine(Engine):
         # the proxy of the environment (HTTPS_PROXY, NO_PROXY, ...) is looked up once: aiohttp's trust_env looks it
         # (and ~/.netrc) up again for every request, in threads, about 0.4 ms of CPU a request
         self._proxy = env_proxy(self.base_url)
-        self._pacer = Pacer(self.concurrency or 1)  # made here, in the event loop it serves
+        self._pacer = Pacer(self.concurrency or 1, self.rpm, self.tpm)  # made here, in the event loop it serves
         self._client = aiohttp.ClientSession(
             headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout), proxy=self._proxy,
             connector=aiohttp.TCPConnector(limit=max(1, self.concurrency or 1)))
@@ -190,11 +194,12 @@ class OpenAIEngine(Engine):
                 **({"json_padded": True} if self.json_padded else {})}
 
     # -- requests ------------------------------------------------------------------------------------
-    def body(self, request: ChatRequest) -> dict:
-        """The JSON body of one request (no secret in it)."""
+    def body(self, request: ChatRequest, reseed: int = 0) -> dict:
+        """The JSON body of one request (no secret in it); ``reseed`` k > 0: its k-th new seed."""
         s = request.sampling
         body: dict = {"model": self.model, "messages": request.message_dicts(), "temperature": s.temperature,
-                      "top_p": s.top_p, self.token_param: s.max_tokens, "seed": request.seed(self.identity)}
+                      "top_p": s.top_p, self.token_param: s.max_tokens, "seed": reseeded(request.seed(self.identity),
+                                                                                          reseed)}
         out = request.output
         if isinstance(out, Choice) and self.structured != "none":
             if self.structured == "llguidance":
@@ -233,19 +238,31 @@ class OpenAIEngine(Engine):
             await self.start()
         self.breaker.begin()
         try:
-            return await self._complete(request)
+            result = await self._complete(request)
+            k = 0
+            while result.error_kind == "invalid_output" and k < self.reseeds:  # a sample that did not parse
+                k += 1
+                again = await self._complete(request, k)
+                again.attempts += result.attempts  # what the request took in all, tokens included (all paid)
+                again.prompt_tokens += result.prompt_tokens
+                again.cached_tokens += result.cached_tokens
+                again.completion_tokens += result.completion_tokens
+                again.extra = {**again.extra, "reseeded": k, "seed": reseeded(request.seed(self.identity), k)}
+                result = again
+            return result
         finally:
             self.breaker.end()
 
-    async def _complete(self, request: ChatRequest) -> ChatResult:
+    async def _complete(self, request: ChatRequest, reseed: int = 0) -> ChatResult:
         url = self._url("/chat/completions")  # sent as given: the runner fitted it to the context budget
         kind, message = "connection", "not sent"
         attempt = limited = 0  # limited: 429s, which do not use up max_attempts (up to RATE_LIMITED_ATTEMPTS)
         while self._may_try(attempt, limited):
             attempt += 1
             token_param = self.token_param  # what this attempt sends (another request may switch it meanwhile)
-            payload = json.dumps(self.body(request), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            sent = await self._pacer.acquire()
+            payload = json.dumps(self.body(request, reseed), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            sent = await self._pacer.acquire(estimate_tokens(request.messages) + request.sampling.max_tokens
+                                             if self.tpm else 0)
             started = time.perf_counter()
             wait: float | None = None
             try:
@@ -356,6 +373,11 @@ class OpenAIEngine(Engine):
         if result.error:
             result.error = self._mask(result.error)
         return result
+
+
+def reseeded(seed: int, k: int) -> int:
+    """The k-th new seed of a request whose seed is ``seed`` (k = 0: the seed itself)."""
+    return seed if k == 0 else (seed + k * 1_000_003) & 0x7FFFFFFF
 
 
 def completion_result(request: ChatRequest, data: object, structured: str, latency: float = 0.0) -> ChatResult | None:

@@ -11,6 +11,10 @@
   the copy of the bucket; every answer adds ``1 / limit`` (about one more in flight per round), up to the
   concurrency again.
 
+- **The user's own caps** (``--rpm``, ``--tpm``): buckets of one second of the allowed requests and tokens (a
+  request's tokens: its prompt estimate plus ``max_tokens``, as Azure counts them), refilled continuously; an
+  attempt waits for room in both, so even the first burst stays under them.
+
 Retry waits (``retry-after-ms``, else ``retry-after``) stay per request (``retry_after``): the engine's backoff waits
 them out without holding a place in flight.
 """
@@ -30,7 +34,8 @@ class Pacer:
     """When an attempt may be sent: ``sent = await pacer.acquire()``, the attempt, ``await pacer.release()``, then
     ``pacer.answered(headers)`` or ``pacer.limited(sent, headers)``. Made inside the event loop it serves."""
 
-    def __init__(self, concurrency: int):
+    def __init__(self, concurrency: int, rpm: float | None = None, tpm: float | None = None):
+        self.caps = [Cap(rpm / 60.0) if rpm else None, Cap(tpm / 60.0) if tpm else None]  # requests, tokens
         self.ceiling = max(1, concurrency)
         self.limit = float(self.ceiling)
         self.in_flight = 0
@@ -43,8 +48,9 @@ class Pacer:
         self.room_at = time.monotonic()
         self._changed = asyncio.Condition()
 
-    async def acquire(self) -> float:
-        """Wait for a place in flight (and for the end of a hold); returns the time the attempt goes out."""
+    async def acquire(self, tokens: int = 0) -> float:
+        """Wait for a place in flight (and for the end of a hold, and for room under the user's caps for one request
+        of ``tokens``); returns the time the attempt goes out."""
         while True:
             hold = self.hold_until - time.monotonic()
             if hold > 0:
@@ -55,10 +61,15 @@ class Pacer:
                 now = time.monotonic()
                 if now < self.hold_until:
                     continue
-                wait = self._take(now)
+                need = (1.0, float(tokens))
+                wait = max((cap.wait(now, n) for cap, n in zip(self.caps, need, strict=True) if cap), default=0.0)
+                wait = wait or self._take(now)
                 if wait > 0:
                     self._hold(wait)
                     continue
+                for cap, n in zip(self.caps, need, strict=True):
+                    if cap:
+                        cap.take(n)
                 self.in_flight += 1
                 return now
 
@@ -120,6 +131,24 @@ class Pacer:
             self.cuts += 1
         self._sync(headers, room=0.0)
         self._hold(exhausted_for(headers))
+
+
+class Cap:
+    """A bucket of one second of ``rate`` (units a second), refilled continuously, full at the start."""
+
+    def __init__(self, rate: float):
+        self.rate, self.size = rate, max(1.0, rate)
+        self.room, self.at = self.size, time.monotonic()
+
+    def wait(self, now: float, n: float) -> float:
+        """Seconds until ``n`` units fit (one bigger than the bucket goes out when it is full)."""
+        self.room = min(self.size, self.room + (now - self.at) * self.rate)
+        self.at = now
+        need = min(n, self.size)
+        return 0.0 if self.room >= need - 1e-9 else (need - self.room) / self.rate
+
+    def take(self, n: float) -> None:
+        self.room -= n
 
 
 def exhausted_for(headers: Mapping[str, str]) -> float:

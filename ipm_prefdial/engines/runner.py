@@ -33,6 +33,7 @@ class Stats:
     failures: Counter = field(default_factory=Counter)  # kind -> count (final failures of this run)
     replayed_failures: int = 0  # failures recorded earlier and not re-sent (--retry-failed re-sends them)
     merged: int = 0  # requests that repeat another one of the same batch: sent once, answered for both
+    reseeded: int = 0  # requests asked again with a new seed because their answer did not parse
     truncated_prompts: int = 0  # prompts that lost history messages to fit the context budget
     wall_s: float = 0.0
 
@@ -46,7 +47,7 @@ class Stats:
 
     def add(self, other: Stats) -> None:
         for name in ("requests", "cache_hits", "sent", "attempts", "prompt_tokens", "cached_prompt_tokens",
-                     "completion_tokens", "replayed_failures", "merged", "truncated_prompts", "wall_s"):
+                     "completion_tokens", "replayed_failures", "merged", "reseeded", "truncated_prompts", "wall_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.update(other.failures)
 
@@ -55,7 +56,7 @@ class Stats:
             "requests": self.requests, "cache_hits": self.cache_hits, "sent": self.sent, "attempts": self.attempts,
             "prompt_tokens": self.prompt_tokens, "cached_prompt_tokens": self.cached_prompt_tokens,
             "completion_tokens": self.completion_tokens, "failures": dict(sorted(self.failures.items())),
-            "replayed_failures": self.replayed_failures, "merged": self.merged,
+            "replayed_failures": self.replayed_failures, "merged": self.merged, "reseeded": self.reseeded,
             "truncated_prompts": self.truncated_prompts,
             "wall_s": round(self.wall_s, 3),
         }
@@ -177,6 +178,7 @@ async def run_requests(engine: Engine, requests: Sequence[ChatRequest], *, cache
                 results[i] = result
                 for book in books[i]:
                     book.attempts += result.attempts
+                    book.reseeded += "reseeded" in result.extra
                     last_of[id(book)] = time.perf_counter()
                 if cache and not result.from_cache and result.error_kind not in UNSENT:
                     # (a batch engine commits what it collects itself: its results come marked from_cache)

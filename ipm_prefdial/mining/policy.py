@@ -122,7 +122,8 @@ def make_pair(task: str, turn: Turn, request: ChatRequest, result: ChatResult, m
         "rejected": [{"role": "assistant", "content": rejected}],
         "rejected_strategy": rejected_strategy,
         "miner": {**miner, "temperature": request.sampling.temperature, "top_p": request.sampling.top_p,
-                  "seed": sent.seed(identity), "prompt_sha256": prompt_sha256(sent.message_dicts())},
+                  "seed": result.extra.get("seed", sent.seed(identity)),  # a new seed when the first did not parse
+                  "prompt_sha256": prompt_sha256(sent.message_dicts())},
         "judge": None,
         # strategy pairs are never judged; the others stay "skipped" unless the judge runs (pipeline._judge)
         "judge_status": NOT_APPLICABLE if task == "sp" else SKIPPED,

@@ -64,7 +64,8 @@ def req(text: str = "How are you?", output=None, max_tokens: int = 16) -> ChatRe
 
 
 def make_engine(server: FakeServer, **kwargs) -> OpenAIEngine:
-    options = {"concurrency": 1, "timeout": TIMEOUT, "max_attempts": 3, "backoff_s": 0.01} | kwargs
+    # reseeds=0: one answer per scripted request (test_an_answer_that_does_not_parse_is_asked_again_with_new_seeds)
+    options = {"concurrency": 1, "timeout": TIMEOUT, "max_attempts": 3, "backoff_s": 0.01, "reseeds": 0} | kwargs
     return OpenAIEngine(server.url + "/v1", "fake", **options)
 
 
@@ -259,6 +260,20 @@ def test_choice_answer_outside_the_labels_is_invalid_output(serve, cache):
     expect(stats, sent=5, attempts=5, failures={"invalid_output": 3, "empty": 1})
     ks = keys(requests)
     assert set(cache.failures(ks)) == set(ks[:4]) and set(cache.answers(ks)) == {ks[4]}
+
+
+def test_an_answer_that_does_not_parse_is_asked_again_with_new_seeds(serve, cache):
+    server = serve([answer('{"answer": "maybe"}'), answer('{"answer": "perhaps"}'), answer('{"answer": "no"}')]
+                   + [answer("nonsense")] * 3)
+    requests = [req("Question 0?", output=Choice(("yes", "no"))), req("Question 1?", output=Choice(("yes", "no")))]
+    results, stats = run(server, requests, cache, engine=make_engine(server, structured="auto", reseeds=2))
+    first, second = results
+    assert (first.error_kind, first.parsed, first.attempts) == (None, "no", 3)
+    assert (first.prompt_tokens, first.completion_tokens) == (30, 9)  # the three answers were all paid for
+    seeds = [post["body"]["seed"] for post in server.posts]
+    assert len(set(seeds[:3])) == 3 and first.extra == {"reseeded": 2, "seed": seeds[2]}
+    assert (second.error_kind, second.attempts) == ("invalid_output", 3) and server.count == 6  # at most 2 more
+    expect(stats, sent=2, attempts=6, reseeded=2, failures={"invalid_output": 1})
 
 
 def test_choice_without_server_side_constraint_parses_the_text(serve, cache):

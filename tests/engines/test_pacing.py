@@ -8,7 +8,7 @@ import pytest
 
 from ipm_prefdial.engines.breaker import EngineStop
 from ipm_prefdial.engines.openai_http import OpenAIEngine
-from ipm_prefdial.engines.pacing import Pacer, duration, exhausted_for, retry_after
+from ipm_prefdial.engines.pacing import Cap, Pacer, duration, exhausted_for, retry_after
 from ipm_prefdial.engines.requests import ChatRequest, Sampling
 from ipm_prefdial.testing.fake_llm import FakeLLM
 
@@ -86,6 +86,41 @@ def test_an_engine_at_16_in_flight_meets_a_limit_of_1200_a_minute_with_few_429s(
     assert server.answered == 40
     # without the pacing, about 190 (a 429 is retried at once, 16 in flight); a loaded machine spreads the first burst
     assert server.rate_limited <= 4, f"{server.rate_limited} requests were answered 429"
+
+
+def test_the_users_caps_are_buckets_of_one_second():
+    cap = Cap(10.0)  # 600 a minute: 10 at once, then 10 a second
+    now = cap.at
+    for _ in range(10):
+        assert cap.wait(now, 1) == 0.0
+        cap.take(1)
+    assert cap.wait(now, 1) == pytest.approx(0.1)
+    assert cap.wait(now + 0.25, 1) == 0.0 and cap.room == pytest.approx(2.5)
+    tokens = Cap(100.0)  # 6,000 tokens a minute
+    tokens.take(100)
+    assert tokens.wait(tokens.at, 250) == pytest.approx(1.0)  # bigger than the bucket: goes when it is full
+
+
+def test_a_client_cap_keeps_even_the_first_burst_under_the_servers_limit():
+    """30 requests, 16 in flight, against a server allowing 600 a minute (10 at once): a client cap of 480 a minute
+    sends 8 at once, then 8 a second, and no request is answered 429."""
+    async def go(url: str):
+        engine = OpenAIEngine(url, concurrency=16, give_up_after=30, rpm=480)
+        await engine.start()
+        try:
+            requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=64),
+                                         group=f"d{i}") for i in range(30)]
+            return await asyncio.gather(*(engine.complete(r) for r in requests))
+        finally:
+            await engine.close()
+
+    server = FakeLLM(rpm=600)
+    with server as url:
+        results = asyncio.run(go(url))
+    assert all(r.ok for r in results) and server.answered == 30
+    assert server.rate_limited == 0
+    first = server.arrivals[1]  # (arrivals[0] is GET-free: the first chat request)
+    assert sum(t - first < 0.9 for t in server.arrivals[1:]) <= 8 + 8  # the burst, then 8 a second at most
 
 
 def test_a_server_with_no_room_for_hours_is_given_up_not_waited_for():

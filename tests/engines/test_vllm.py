@@ -198,3 +198,35 @@ def test_the_openai_engine_against_vllm_serve(models, corpus, tmp_path):
     assert m["judge_status"]["response_pairs"].get("judged", 0) > 0
     report = validate(out)
     assert report.ok, report.lines()
+
+
+def test_batch_files_round_trip_through_vllm_run_batch(models, corpus, tmp_path):
+    """--batch-export writes the policy's requests as batch lines (nothing sent: no endpoint exists), the real
+    `vllm run-batch` answers them, `ipm batches import` reads its output into the cache, and the same command then
+    completes the build from the cache alone."""
+    base = str(next(models.iterdir()))
+    cache, out, files = cache_with(models, tmp_path / "cache"), tmp_path / "ds", tmp_path / "batches"
+    build = [*IPM, "build", "--stage", "all", "--no-judge", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1",
+             "--model", base, *corpus, "--cache-dir", str(cache), "--out", str(out), "--batch-export", str(files)]
+    first = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 3, first.stdout[-2000:] + first.stderr[-3000:]
+    [policy] = sorted(files.glob("*.jsonl"))
+    sent = [json.loads(line) for line in policy.read_text().splitlines()]
+    output = tmp_path / "output.jsonl"
+    run = subprocess.run([sys.executable, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(policy), "-o",
+                          str(output), "--model", base, "--dtype", cpu_dtype(), "--max-model-len", "4096",
+                          "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096", "--enforce-eager",
+                          "--gpu-memory-utilization", "0.3"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-5000:]
+    answers = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(a["custom_id"] for a in answers) == sorted(s["custom_id"] for s in sent)
+    imported = ipm("batches", "import", str(output), "--cache-dir", str(cache))
+    words = " ".join(imported.stdout.split())
+    assert f"and {len(sent)} lines" not in words and "0 lines without an answer" in words, words
+    final = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
+    m = manifest(out)
+    assert m["complete"] is True and all(a["sent"] == 0 and a["requests"] > 0 for a in accounting(m))
+    report = validate(out)
+    assert report.ok, report.lines()
