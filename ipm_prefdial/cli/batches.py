@@ -34,7 +34,7 @@ def _cache(cache_dir: str | None):
 def list_command(cache_dir: str | None = CACHE_DIR,
                  live: bool = typer.Option(False, "--live", help="Only the batches still running.")) -> None:
     """Every batch (and exported file) the build recorded: role, provider id, status, lines and counts."""
-    from ipm_prefdial.engines.batch import LIVE, parts
+    from ipm_prefdial.engines.batch_book import LIVE, parts
 
     with _cache(cache_dir) as cache:
         rows = [p for p in parts(cache) if not live or p["status"] in LIVE]
@@ -57,7 +57,8 @@ def cancel_command(cache_dir: str | None = CACHE_DIR,
                    ) -> None:
     """Cancel the build's live batches. Lines they have answered are kept by the next build; the others are sent
     again in a new batch when the build is run again."""
-    from ipm_prefdial.engines.batch import LIVE, BatchAPI, Book, parts, status_of
+    from ipm_prefdial.engines.batch import BatchAPI, status_of
+    from ipm_prefdial.engines.batch_book import LIVE, Book, parts
     from ipm_prefdial.engines.openai_http import OpenAIEngine
     from ipm_prefdial.engines.runner import run_coroutine
     from ipm_prefdial.options import parse_headers
@@ -93,7 +94,7 @@ def import_command(files: list[Path] = typer.Argument(..., help="Batch output fi
                                                                "or error file, vllm run-batch's output)."),
                    cache_dir: str | None = CACHE_DIR) -> None:
     """Read batch output files into the build's cache; then run the build's command again."""
-    from ipm_prefdial.engines.batch import import_outputs
+    from ipm_prefdial.engines.batch_book import import_outputs
 
     for path in files:
         if not path.is_file():

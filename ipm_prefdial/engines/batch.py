@@ -1,11 +1,10 @@
-"""Paying for requests: one role's view of an HTTP engine that counts dollars and keeps the spend cap (``Metered``,
-online), sends its requests through the provider's batch API (``BatchEngine``), or writes them as batch files for
-any runner (``--batch-export``); and reading batch output files into the cache (``import_outputs``).
+"""A role's requests through the provider's batch API (OpenAI's ``/v1/files`` + ``/v1/batches``, Azure OpenAI's global
+batch), or written as batch files for any runner (``--batch-export``): ``BatchEngine``, a ``Metered`` view of an
+``OpenAIEngine``.
 
-The batch API (OpenAI's ``/v1/files`` + ``/v1/batches``, Azure OpenAI's global batch): the pending requests go in
-files under the provider's limits, one JSON line per request whose ``custom_id`` is the request's cache key and
-whose body is what the online engine would send, so the answers are the same and land in the same cache under the
-same keys. The book of batches lives in the cache's database (tables ``batch_parts``, ``batch_lines``): a part is
+The pending requests go in files under the provider's limits, one JSON line per request whose ``custom_id`` is the
+request's cache key and whose body is what the online engine would send, so the answers are the same and land in the
+same cache under the same keys. The book of batches (``batch_book``) lives in the cache's database: a part is
 recorded before its file is uploaded, its file id before the batch is made, its batch id before anything waits on
 it. A rerun re-attaches to the live batches that hold its requests (a part uploaded but without a batch is found in
 the provider's list by its file, else its batch is made then), so no request is ever in two live batches and none
@@ -21,219 +20,25 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
 
-from ipm_prefdial.engines.base import Engine
+from ipm_prefdial.engines.batch_book import EXPORTED, LIVE, TERMINAL, Book, output_spec, read_line, request_of
 from ipm_prefdial.engines.breaker import EXIT_REFUSED, EngineStop
-from ipm_prefdial.engines.cache import CHUNK, RequestCache
-from ipm_prefdial.engines.requests import ChatRequest, ChatResult, Choice, JsonSchema, Sampling, failure
+from ipm_prefdial.engines.cache import RequestCache
+from ipm_prefdial.engines.metered import Metered
+from ipm_prefdial.engines.requests import ChatRequest, ChatResult, failure
 from ipm_prefdial.engines.spend import Budget
-from ipm_prefdial.engines.streaming import stream_grouped
+
+__all__ = ["LIVE", "BatchAPI", "BatchEngine", "Book", "status_of"]
 
 OPENAI_LIMITS = (50_000, 200_000_000)  # lines and bytes of one batch input file
 AZURE_LIMITS = (100_000, 200_000_000)
-LIVE = ("new", "uploaded", "validating", "in_progress", "finalizing", "cancelling")
-TERMINAL = ("completed", "expired", "cancelled", "failed")
-EXPORTED = "exported"
-RESUBMIT = ("batch_expired", "batch_cancelled", "request_timeout")  # line error codes: sent again in a new batch
 QUOTA = ("token_limit_exceeded", "rate_limit_exceeded", "quota_exceeded")  # a failed batch worth making again
 API_ATTEMPTS = 5  # tries of one call to the files or batches API (connection errors, 429, 5xx)
-
-
-# ------------------------------------------------------------------------------------------------ online, metered
-class Metered(Engine):
-    """A role's view of an HTTP engine (``openai_http.OpenAIEngine``) that holds each request's worst case in the
-    ``Budget`` before sending it and counts its dollars when it is answered; a request the cap leaves no room for
-    ends as ``spend_cap`` (not sent, not recorded)."""
-
-    def __init__(self, inner, role: str, budget: Budget):
-        self.inner, self.role, self.budget = inner, role, budget
-        self.name = inner.name
-
-    # everything but sending is the inner engine's
-    model = property(lambda self: self.inner.model)
-    concurrency = property(lambda self: self.inner.concurrency)
-    context_tokens = property(lambda self: self.inner.context_tokens)
-    display_name = property(lambda self: self.inner.display_name)
-
-    def identify(self, memo=None) -> str:
-        return self.inner.identify(memo)
-
-    @property
-    def identity(self) -> str:
-        return self.inner.identity
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def host(self) -> object:
-        return self.inner.host()
-
-    def fit(self, request: ChatRequest) -> tuple[ChatRequest, int]:
-        return self.inner.fit(request)
-
-    def describe(self) -> dict:
-        return self.inner.describe()
-
-    def attach_progress(self, progress) -> None:
-        getattr(self.inner, "attach_progress", lambda _: None)(progress)
-
-    def count_cached(self, results: Iterable[ChatResult]) -> None:
-        for result in results:
-            self.budget.charge(self.role, result, fresh=False)
-
-    def stream(self, requests: Sequence[ChatRequest]) -> AsyncIterator[tuple[int, ChatResult]]:
-        return stream_grouped(requests, self._complete, self.inner.concurrency)
-
-    async def _complete(self, request: ChatRequest) -> ChatResult:
-        worst = self.budget.price(self.role).worst(request)
-        if not self.budget.hold(worst):
-            return failure("spend_cap", self.budget.line())
-        try:
-            result = await self.inner.complete(request)
-        finally:
-            self.budget.release(worst)
-        self.budget.charge(self.role, result, fresh=True)
-        return result
-
-
-# ------------------------------------------------------------------------------------------------ the book
-def output_spec(request: ChatRequest) -> str | None:
-    return json.dumps(request.output.spec(), sort_keys=True) if request.output else None
-
-
-def request_of(spec: str | None, max_tokens: int) -> ChatRequest:
-    """A stand-in for a request known only by its line of the book: what checking its answer needs."""
-    output = None
-    if spec:
-        data = json.loads(spec)
-        output = Choice(tuple(data["labels"])) if data["type"] == "choice" else JsonSchema.of(
-            data["schema"], data.get("name", "answer"), data.get("string_chars"))
-    return ChatRequest((), Sampling(max_tokens=max_tokens), output)
-
-
-class Book:
-    """The batch parts of one endpoint in the cache's database."""
-
-    def __init__(self, cache: RequestCache, endpoint: str):
-        self.cache, self.endpoint = cache, endpoint
-
-    def add(self, role: str, identity: str, structured: str, lines: list[tuple[str, str | None, int]],
-            worst: float, status: str = "new") -> int:
-        now = time.time()
-        self.cache.sql("INSERT INTO batch_parts (endpoint, role, identity, structured, status, lines, worst_usd, "
-                       "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (self.endpoint, role, identity, structured, status, len(lines), worst, now, now))
-        part = self.cache.sql("SELECT last_insert_rowid()")[0][0]
-        self.cache.sql_many("INSERT OR REPLACE INTO batch_lines VALUES (?, ?, ?, ?)",
-                            [(key, part, spec, max_tokens) for key, spec, max_tokens in lines])
-        return part
-
-    def update(self, part: int, **values) -> None:
-        values["updated"] = time.time()
-        names = ", ".join(f"{name} = ?" for name in values)
-        self.cache.sql(f"UPDATE batch_parts SET {names} WHERE part = ?", (*values.values(), part))
-
-    def open_parts(self, keys: Sequence[str]) -> list[dict]:
-        """The live parts of this endpoint holding any of ``keys``, oldest first."""
-        found: set[int] = set()
-        for i in range(0, len(keys), CHUNK):
-            chunk = keys[i: i + CHUNK]
-            found.update(row[0] for row in self.cache.sql(
-                f"SELECT DISTINCT part FROM batch_lines WHERE key IN ({','.join('?' * len(chunk))})", chunk))
-        return [p for p in parts(self.cache, endpoint=self.endpoint) if p["part"] in found and p["status"] in LIVE]
-
-    def lines(self, part: int) -> dict[str, tuple[str | None, int]]:
-        return {key: (spec, max_tokens) for key, spec, max_tokens in self.cache.sql(
-            "SELECT key, output, max_tokens FROM batch_lines WHERE part = ?", (part,))}
-
-    def drop(self, part: int) -> None:
-        self.cache.sql("DELETE FROM batch_lines WHERE part = ?", (part,))
-        self.cache.sql("DELETE FROM batch_parts WHERE part = ?", (part,))
-
-
-PART_COLUMNS = ("part", "endpoint", "role", "identity", "structured", "file_id", "batch_id", "status", "lines",
-                "worst_usd", "counts", "created", "updated")
-
-
-def parts(cache: RequestCache, endpoint: str | None = None) -> list[dict]:
-    """Every recorded part (of one endpoint), oldest first."""
-    where, params = ("WHERE endpoint = ?", (endpoint,)) if endpoint else ("", ())
-    rows = cache.sql(f"SELECT {', '.join(PART_COLUMNS)} FROM batch_parts {where} ORDER BY part", params)
-    return [dict(zip(PART_COLUMNS, row, strict=True)) for row in rows]
-
-
-# ------------------------------------------------------------------------------------------------ output lines
-def read_line(item: dict, request: ChatRequest, structured: str, batch_id: str) -> ChatResult | str:
-    """A line of a batch output or error file: its result, or why it must be sent again (a string). OpenAI's form
-    (``response: {status_code, request_id, body}``, ``error: {code, message}``), ``vllm run-batch``'s (the same, its
-    error a string) and old vLLM's (``response`` the completion itself)."""
-    from ipm_prefdial.engines.openai_http import completion_result
-
-    error = item.get("error")
-    code = error.get("code") if isinstance(error, dict) else None
-    response = item.get("response")
-    if isinstance(response, dict) and "choices" in response:  # old vLLM: the body itself
-        response = {"status_code": 200, "body": response}
-    if not isinstance(response, dict) or code in RESUBMIT:
-        return str(code or "no response")
-    status = int(response.get("status_code") or 0)
-    body = response.get("body")
-    if status == 200 and isinstance(body, dict):
-        result = completion_result(request, body, structured)
-        if result is None:
-            return "malformed_response"
-        result.extra = {"batch": batch_id}
-        return result
-    if status == 429 or status >= 500 or status == 0:
-        return f"HTTP {status}"
-    words = error if isinstance(error, str) else json.dumps(body if body is not None else error)[:300]
-    return failure("client_error", f"HTTP {status} in batch {batch_id}: {words}", extra={"batch": batch_id})
-
-
-def import_outputs(cache: RequestCache, paths: Sequence[Path]) -> Counter:
-    """Read batch output files (OpenAI's, ``vllm run-batch``'s) into the cache: each line whose ``custom_id`` the
-    book knows (a request written by ``--batch-export`` or sent in a batch) becomes that request's answer or
-    failure. Counts: answers, failures, resend (no answer in the line: a rerun exports it again), unknown (not in
-    the book), known (already answered)."""
-    counts: Counter = Counter()
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for number, text in enumerate(handle, 1):
-                if not text.strip():
-                    continue
-                try:
-                    item = json.loads(text)
-                    key = item["custom_id"]
-                except (ValueError, KeyError, TypeError):
-                    from ipm_prefdial.errors import InputError
-
-                    raise InputError(f"{path}: line {number}: not a batch output line (JSON with a custom_id)"
-                                     ) from None
-                row = cache.sql("SELECT l.output, l.max_tokens, p.structured, p.identity, p.batch_id FROM "
-                                "batch_lines l JOIN batch_parts p ON p.part = l.part WHERE l.key = ? "
-                                "ORDER BY l.part DESC LIMIT 1", (str(key),))
-                if not row:
-                    counts["unknown"] += 1
-                    continue
-                if cache.answers([key]):
-                    counts["known"] += 1
-                    continue
-                spec, max_tokens, structured, identity, batch_id = row[0]
-                result = read_line(item, request_of(spec, max_tokens), structured, batch_id or f"file:{path.name}")
-                if isinstance(result, str):
-                    counts["resend"] += 1
-                    continue
-                cache.put(key, identity, result)
-                counts["answers" if result.ok else "failures"] += 1
-    return counts
 
 
 # ------------------------------------------------------------------------------------------------ the provider

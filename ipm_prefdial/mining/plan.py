@@ -86,7 +86,8 @@ def metered(instances: dict, engines: dict[str, Engine], cfg: BuildConfig, cache
     the spend cap (``engines.batch.Metered``), through the batch API (``--batch``, ``--judge-batch``) or written
     as batch files (``--batch-export``). Policy tasks that share an engine share its view, so they still run as
     one batch; other engines are left as they are."""
-    from ipm_prefdial.engines.batch import BatchEngine, Metered
+    from ipm_prefdial.engines.batch import BatchEngine
+    from ipm_prefdial.engines.metered import Metered
 
     views: dict[tuple[int, str], Engine] = {}
     wrapped: set[int] = set()

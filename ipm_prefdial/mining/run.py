@@ -77,6 +77,11 @@ class Estimate:
         return report
 
 
+def batched(engine: Engine) -> bool:
+    """Whether the engine answers through batches (or batch files): no rate to estimate from, no parts."""
+    return hasattr(engine, "book")
+
+
 def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{max(1, round(seconds))} s"
@@ -174,7 +179,7 @@ async def _run_policy(instances: dict, engines: dict[str, Engine], jobs: dict[st
                                       retry_failed=cfg.retry_failed, progress=progress,
                                       description="mining " + "+".join(t.upper() for t in tasks),
                                       labels=[task for task, _ in batch], stats_by=stats_by,
-                                      on_first=estimate.hook(later) if first else None)
+                                      on_first=estimate.hook(later) if first and not batched(engine) else None)
 
         outputs = await asyncio.gather(*(run(engine, tasks, i == 0) for i, (engine, tasks) in enumerate(group)))
         for (_, tasks), results in zip(group, outputs, strict=True):
@@ -240,13 +245,13 @@ async def _judge(engine: Engine, rows: dict, turn_of: dict[str, Turn], prompts: 
     stats_by: dict[str, Stats] = {}
     estimate.judge_max = 0  # the judge's own requests are counted now (the engine starts when one must be sent)
     bar = progress.add_task("judging", total=len(batch)) if progress else None
-    size = max(1, len(batch)) if hasattr(engine, "book") else JUDGE_PART  # batches: all at once, not part by part
+    size = max(1, len(batch)) if batched(engine) else JUDGE_PART  # batches: all at once, not part by part
     for start in range(0, len(batch), size):
         part = batch[start: start + size]
         requests = [judge_request(config, row, turn_of[row["id"]], prompts, sampling) for config, row in part]
         results = await run_requests(engine, requests, cache=cache, retry_failed=cfg.retry_failed,
                                      progress=progress, progress_task=bar, labels=[config for config, _ in part],
-                                     stats_by=stats_by, on_first=estimate.hook(0))
+                                     stats_by=stats_by, on_first=None if batched(engine) else estimate.hook(0))
         for (config, row), result in zip(part, results, strict=True):
             row["judge"] = verdict(config, row["id"], result, engine.display_name)
             row["judge_status"] = judge_status(result)

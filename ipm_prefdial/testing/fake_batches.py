@@ -40,6 +40,7 @@ class Batches:
         self.max_lines, self.max_bytes = max_lines, max_bytes
         self.expire_percent = 0.0
         self.fail_codes: list[str] = []
+        self.refuse_uploads: str | None = None  # an error message: every upload is answered 400 with it
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.order: list[str] = []
@@ -80,6 +81,8 @@ class Batches:
         return 404, {"error": {"message": "No such batch", "code": "not_found"}}
 
     def upload(self, content_type: str, raw: bytes) -> tuple[int, dict]:
+        if self.refuse_uploads:
+            return 400, {"error": {"message": self.refuse_uploads, "code": "invalid_request"}}
         fields = _multipart(content_type, raw)
         if fields.get("purpose") != b"batch" or "file" not in fields:
             return 400, {"error": {"message": "expected purpose=batch and a file", "code": "invalid_request"}}

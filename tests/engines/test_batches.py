@@ -144,6 +144,13 @@ def test_a_batch_the_provider_refuses_stops_the_build_with_its_words(server, tmp
     assert "batch failed: batch_000001: model_not_found" in plain(result.output)
 
 
+def test_an_upload_the_provider_refuses_stops_the_build_with_its_words(server, tmp_path):
+    server.batches.refuse_uploads = "File is too large."
+    result = build(server.url, tmp_path, "--batch", "--no-judge", *POLL)
+    assert result.exit_code == 1
+    assert "HTTP 400: POST /files:" in plain(result.output) and "File is too large." in plain(result.output)
+
+
 def test_export_then_import_round_trip(server, fake_pairs_build, tmp_path):
     """--batch-export writes the pending requests and stops; the output files, answered elsewhere (here by the test
     server's batch answers, in shuffled order), go in with ipm batches import; the same command then goes on."""

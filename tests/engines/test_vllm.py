@@ -16,8 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from helpers import IPM
+from ipm_prefdial.cli import app
 from ipm_prefdial.engines.vllm_engine import cpu_dtype
 from ipm_prefdial.validate import validate
 
@@ -183,8 +185,9 @@ def test_the_openai_engine_against_vllm_serve(models, corpus, tmp_path):
             except OSError:
                 time.sleep(1)
         cache, out = cache_with(models, tmp_path / "cache"), tmp_path / "ds"
-        ipm("build", "--stage", "all", "--engine", "openai", "--base-url", url, *corpus, "--cache-dir", str(cache),
-            "--out", str(out))
+        result = CliRunner().invoke(app, ["build", "--stage", "all", "--engine", "openai", "--base-url", url, *corpus,
+                                          "--trim-tokenizer", "none", "--cache-dir", str(cache), "--out", str(out)])
+        assert result.exit_code == 0, result.output
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -203,13 +206,14 @@ def test_the_openai_engine_against_vllm_serve(models, corpus, tmp_path):
 def test_batch_files_round_trip_through_vllm_run_batch(models, corpus, tmp_path):
     """--batch-export writes the policy's requests as batch lines (nothing sent: no endpoint exists), the real
     `vllm run-batch` answers them, `ipm batches import` reads its output into the cache, and the same command then
-    completes the build from the cache alone."""
+    completes the build from the cache alone (the ipm commands run in this process: only vLLM needs its own)."""
     base = str(next(models.iterdir()))
     cache, out, files = cache_with(models, tmp_path / "cache"), tmp_path / "ds", tmp_path / "batches"
-    build = [*IPM, "build", "--stage", "all", "--no-judge", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1",
-             "--model", base, *corpus, "--cache-dir", str(cache), "--out", str(out), "--batch-export", str(files)]
-    first = subprocess.run(build, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 3, first.stdout[-2000:] + first.stderr[-3000:]
+    build = ["build", "--stage", "all", "--no-judge", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1",
+             "--model", base, *corpus, "--trim-tokenizer", "none", "--cache-dir", str(cache), "--out", str(out),
+             "--batch-export", str(files)]
+    first = CliRunner().invoke(app, build)
+    assert first.exit_code == 3, first.output
     [policy] = sorted(files.glob("*.jsonl"))
     sent = [json.loads(line) for line in policy.read_text().splitlines()]
     output = tmp_path / "output.jsonl"
@@ -221,11 +225,11 @@ def test_batch_files_round_trip_through_vllm_run_batch(models, corpus, tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-5000:]
     answers = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(a["custom_id"] for a in answers) == sorted(s["custom_id"] for s in sent)
-    imported = ipm("batches", "import", str(output), "--cache-dir", str(cache))
-    words = " ".join(imported.stdout.split())
-    assert f"and {len(sent)} lines" not in words and "0 lines without an answer" in words, words
-    final = subprocess.run(build, capture_output=True, text=True, timeout=600)
-    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
+    imported = CliRunner().invoke(app, ["batches", "import", str(output), "--cache-dir", str(cache)])
+    words = " ".join(imported.output.split())
+    assert imported.exit_code == 0 and "; 0 lines without an answer" in words, words
+    final = CliRunner().invoke(app, build)
+    assert final.exit_code == 0, final.output
     m = manifest(out)
     assert m["complete"] is True and all(a["sent"] == 0 and a["requests"] > 0 for a in accounting(m))
     report = validate(out)
