@@ -98,7 +98,6 @@ def incomplete_line(m: dict) -> str:
             "again to send them again and complete it.")
 
 
-DRY_RUN_DOLLARS = (("usd_online", "USD online"), ("usd_batch", "USD batch"))
 DRY_RUN_COLUMNS = (("requests", "requests"), ("cached", "cached"), ("send", "to send"),
                    ("prompt_tokens", "prompt tokens to send (est.)"),
                    ("completion_tokens_max", "completion tokens (max)"))
@@ -107,25 +106,22 @@ DRY_RUN_COLUMNS = (("requests", "requests"), ("cached", "cached"), ("send", "to 
 def dry_run(out: Console, estimate: dict) -> None:
     table = Table(title="dry run: nothing sent, nothing written", title_justify="left")
     table.add_column("task", no_wrap=True, min_width=max((len(t) for t in estimate), default=5))
-    priced = any("usd_online" in e for e in estimate.values())
-    columns = DRY_RUN_COLUMNS + (DRY_RUN_DOLLARS if priced else ())
-    for _, title in columns:
+    for _, title in DRY_RUN_COLUMNS:
         table.add_column(title, justify="right")
-
-    def cell(key: str, value: float) -> str:
-        return f"{value:,.2f}" if key.startswith("usd") else f"{value:,}"
-
     for task, e in estimate.items():
-        table.add_row(task, *(cell(k, e[k]) for k, _ in columns))
+        table.add_row(task, *(f"{e[k]:,}" for k, _ in DRY_RUN_COLUMNS))
     if estimate:
-        table.add_row("total", *(cell(k, sum(e[k] for e in estimate.values())) for k, _ in columns))
+        table.add_row("total", *(f"{sum(e[k] for e in estimate.values()):,}" for k, _ in DRY_RUN_COLUMNS))
     out.print(table)
     if any(task.startswith("judge:") for task in estimate):
         out.print("Judge requests are known for the pairs whose policy answers are cached; for the answers still to "
                   "come, at most one each is counted.", soft_wrap=True)
-    if priced:
-        out.print("Dollars are an upper bound: every prompt token at the input price, every answer at max_tokens; "
-                  "batch: the batch discount applied.", soft_wrap=True)
+    if any("usd_online" in e for e in estimate.values()):
+        total = {mode: sum(e[f"usd_{mode}"] for e in estimate.values()) for mode in ("online", "batch")}
+        tasks = "; ".join(f"{task} {e['usd_online']:,.2f} / {e['usd_batch']:,.2f}" for task, e in estimate.items())
+        out.print(f"US dollars to send it, at most: {total['online']:,.2f} online, {total['batch']:,.2f} as batches "
+                  f"(online / batch: {tasks}). An upper bound: every prompt token at the input price, every answer "
+                  "at its max tokens.", soft_wrap=True, highlight=False)
 
 
 def infer_summary(out: Console, summary: dict) -> None:

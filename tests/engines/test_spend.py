@@ -75,3 +75,13 @@ def test_a_cap_without_prices_is_refused(tmp_path):
                                  "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "--max-spend needs prices: --price-input and --price-output" in plain(result.output)
+
+
+def test_the_dry_run_says_the_dollars_online_and_as_batches(tmp_path):
+    result = runner.invoke(app, [*fake_build_args("http://127.0.0.1:9/v1", "--model", "fake-llm", "--dry-run",
+                                                  *ABSURD), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    text = plain(result.output)
+    assert "total 430 0 421 469,407 86,912" in text  # prompt tokens (estimate) and completion tokens (at most)
+    # (469,407 + 86,912) tokens at 1,000 USD a million; half as batches
+    assert "US dollars to send it, at most: 556.32 online, 278.16 as batches" in text
