@@ -85,3 +85,23 @@ def test_the_dry_run_says_the_dollars_online_and_as_batches(tmp_path):
     assert "total 430 0 421 469,407 86,912" in text  # prompt tokens (estimate) and completion tokens (at most)
     # (469,407 + 86,912) tokens at 1,000 USD a million; half as batches
     assert "US dollars to send it, at most: 556.32 online, 278.16 as batches" in text
+
+
+def test_max_spend_in_batch_mode_submits_only_what_the_cap_holds(fake_pairs_build, tmp_path):
+    server = FakeLLM().start()
+    try:
+        args = [*fake_build_args(server.url, *ABSURD, "--batch", "--judge-batch", "--batch-poll", "0.01"),
+                "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+        first = runner.invoke(app, [*args, "--max-spend", "25"])
+        assert first.exit_code == 3, first.output
+        assert "spend cap reached: --max-spend 25 USD" in plain(first.output)
+        [batch] = server.batches.batches.values()  # the lines whose worst case fitted, in one batch
+        assert 0 < batch["request_counts"]["total"] < 249
+        spent = (server.prompt_tokens + server.completion_tokens) * 1000 / 1e6 / 2  # at the batch discount
+        assert 0 < spent <= 25
+        second = runner.invoke(app, [*args, "--max-spend", "100000"])
+        assert second.exit_code == 0, second.output
+    finally:
+        server.stop()
+    assert parquet(tmp_path / "out") == parquet(fake_pairs_build["out"])
+    assert sum(server.batches.submitted.values()) == 420 and max(server.batches.submitted.values()) == 1
