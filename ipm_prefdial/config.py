@@ -311,13 +311,16 @@ class BuildConfig(CostOptions, ExecutorOptions, JudgeOptions, EngineOptions, Pol
 
     def check_cost(self) -> None:
         """Batches, exports and the spend cap need an HTTP engine, the request cache and this process."""
-        wanted = [name for name in ("batch", "judge_batch", "batch_export", "max_spend")
+        wanted = [name for name in ("batch", "judge_batch", "batch_export", "max_spend", "price_input",
+                                    "price_cached_input", "price_output", "judge_price_input",
+                                    "judge_price_cached_input", "judge_price_output")
                   if getattr(self, name) not in (None, False)]
         if not wanted or self.stage != "all":
             return
         first = flag(wanted[0])
         if self.executor != "local":
-            raise ConfigError(f"{first} runs with --executor local (the driver holds the batches and the spend)")
+            raise ConfigError(f"{first} runs with --executor local (the driver holds the batches and counts the "
+                              "dollars)")
         if self.no_cache and (self.batch or self.judge_batch or self.batch_export):
             raise ConfigError(f"{first} records its batches in the request cache: drop --no-cache")
         if (self.batch or self.batch_export) and self.engine != "openai":
