@@ -111,7 +111,10 @@ def test_azure_global_batch_form(server, fake_pairs_build, tmp_path, monkeypatch
 def test_a_build_killed_while_waiting_reattaches_and_pays_for_nothing_twice(fake_pairs_build, tmp_path):
     server = FakeLLM().start()
     try:
-        args = [*fake_build_args(server.url, "--batch", "--judge-batch", "--batch-poll", "0.3"),
+        # (no tokenizer counts prompt lengths for the card: the parquet files do not hold them, and a new process
+        # would spend seconds loading it)
+        args = [*fake_build_args(server.url, "--batch", "--judge-batch", "--trim-tokenizer", "none",
+                                 "--batch-poll", "0.3"),
                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
         child = subprocess.Popen([*IPM, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cache = tmp_path / "cache" / "requests.sqlite"
