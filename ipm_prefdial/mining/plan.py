@@ -110,7 +110,10 @@ def metered(instances: dict, engines: dict[str, Engine], cfg: BuildConfig, cache
             views[(id(engine), role)] = view
         wrapped.add(id(engine))
         out[task] = view
-    kept = {key: engine for key, engine in instances.items() if id(engine) not in wrapped}
+    # an engine stays an instance of its own while a role still uses it as it is (the policy online, the judge in
+    # batches: both close it, which is safe twice)
+    used = {id(engine) for engine in out.values()}
+    kept = {key: engine for key, engine in instances.items() if id(engine) not in wrapped or id(engine) in used}
     kept.update({("view", *key): view for key, view in views.items()})
     return kept, out
 

@@ -98,14 +98,17 @@ def test_batch_wait_0_submits_and_stops_then_a_rerun_collects_and_cancelled_line
     assert server.answered == 420  # the cancelled batch answered nothing: its lines went out once more
 
 
-def test_azure_global_batch_form(server, fake_pairs_build, tmp_path, monkeypatch):
+def test_azure_global_batch_form_with_the_policy_online_and_the_judge_in_a_batch(server, fake_pairs_build, tmp_path,
+                                                                                   monkeypatch):
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-test-key")
     root = server.url.removesuffix("/v1")
     url = f"{root}/openai/deployments/fake-llm?api-version=2024-10-21"
-    result = build(url, tmp_path, "--batch", "--judge-batch", *POLL)
+    result = build(url, tmp_path, "--judge-batch", *POLL)
     assert result.exit_code == 0, result.output
     assert parquet(tmp_path / "out") == parquet(fake_pairs_build["out"])  # the deployment is the model
-    assert all(b["endpoint"] == "/chat/completions" and b["error_file_id"] for b in server.batches.batches.values())
+    [batch] = server.batches.batches.values()  # the judge's 171 requests; the policy's 249 went online
+    assert batch["request_counts"]["total"] == 171 and server.answered == 420
+    assert batch["endpoint"] == "/chat/completions" and batch["error_file_id"]  # Azure's (empty) error file
 
 
 def test_a_build_killed_while_waiting_reattaches_and_pays_for_nothing_twice(fake_pairs_build, tmp_path):
