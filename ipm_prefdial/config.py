@@ -212,7 +212,7 @@ class CostOptions:
     batch_max_lines: int | None = option(None, """Lines per batch file (default and most: the provider's; OpenAI
         50,000, Azure 100,000; files are also kept under 200 MB).""", group=COST, range=(1, 100_000))
     batch_export: str | None = option(None, """Write the requests still to answer as batch JSON lines in this
-        directory (one file per role and part) and stop (exit code 3): run them anywhere (vllm run-batch, a
+        directory (one file per role, model and part) and stop (exit code 3): run them anywhere (vllm run-batch, a
         provider), read the output with ipm batches import, then run the same command again.""", group=COST)
 
     def prices(self, role: str):

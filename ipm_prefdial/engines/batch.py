@@ -16,6 +16,7 @@ timeout, a 5xx, a failed batch's quota error) are submitted again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -155,8 +156,14 @@ class BatchEngine(Metered):
         self.cache, self.wait, self.poll = cache, wait, poll
         self.max_lines, self.max_bytes = max_lines, max_bytes
         self.export_dir = Path(export_dir) if export_dir else None
-        if self.export_dir and inner.structured == "auto":  # no server to ask: the API's own form (JSON schema)
-            inner.structured = "json_schema"
+        if self.export_dir:
+            if inner.structured == "auto":  # no server to ask: the API's own form (JSON schema)
+                inner.structured = "json_schema"
+            # this view's files: by role and model (two policy models write apart); an earlier export's files of
+            # it go (what they held is answered now, or written again below)
+            self.stem = f"{role}-{hashlib.sha256(inner.identity.encode()).hexdigest()[:8]}"
+            for old in self.export_dir.glob(f"{self.stem}-*.jsonl"):
+                old.unlink()
         self.api = BatchAPI(inner)
         self.book = Book(cache, f"export:{self.export_dir.name}" if self.export_dir else inner.endpoint)
         self.progress = None
@@ -206,7 +213,7 @@ class BatchEngine(Metered):
         keyed = {r.key(identity): r for r in requests}
         self.export_dir.mkdir(parents=True, exist_ok=True)
         for n, (keys, content) in enumerate(self.files(list(keyed), keyed), 1):
-            path = self.export_dir / f"{self.role}-{n:03d}.jsonl"
+            path = self.export_dir / f"{self.stem}-{n:03d}.jsonl"
             tmp = path.with_suffix(".jsonl.tmp")
             tmp.write_bytes(content)
             tmp.replace(path)
