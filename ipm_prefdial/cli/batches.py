@@ -59,6 +59,7 @@ def cancel_command(cache_dir: str | None = CACHE_DIR,
     again in a new batch when the build is run again."""
     from ipm_prefdial.engines.batch import BatchAPI, status_of
     from ipm_prefdial.engines.batch_book import LIVE, Book, parts
+    from ipm_prefdial.engines.breaker import EngineStop
     from ipm_prefdial.engines.openai_http import OpenAIEngine
     from ipm_prefdial.engines.runner import run_coroutine
     from ipm_prefdial.options import parse_headers
@@ -66,6 +67,10 @@ def cancel_command(cache_dir: str | None = CACHE_DIR,
     headers = parse_headers(header or [], "--header")
     with _cache(cache_dir) as cache:
         live = [p for p in parts(cache) if p["status"] in LIVE and p["batch_id"]]
+        unmade = sum(p["status"] in LIVE and not p["batch_id"] for p in parts(cache))
+        if unmade:  # a file uploaded by a build killed before its batch was recorded: the next build settles it
+            say("warning", f"{unmade} parts have no batch recorded (a build was stopped meanwhile); run the build "
+                           "again to find or make their batches, then cancel")
         if not live:
             out.print("no live batches")
             return
@@ -77,7 +82,11 @@ def cancel_command(cache_dir: str | None = CACHE_DIR,
                 api = BatchAPI(engine)
                 try:
                     for p in (p for p in live if p["endpoint"] == endpoint):
-                        status = status_of(await api.cancel(p["batch_id"]))
+                        try:
+                            status = status_of(await api.cancel(p["batch_id"]))
+                        except EngineStop as stop:  # (one that ended meanwhile is refused): the others go on
+                            done.append((p, f"not cancelled: {stop}"))
+                            continue
                         Book(cache, endpoint).update(p["part"], status=status)
                         done.append((p, status))
                 finally:

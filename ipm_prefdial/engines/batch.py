@@ -40,6 +40,8 @@ OPENAI_LIMITS = (50_000, 200_000_000)  # lines and bytes of one batch input file
 AZURE_LIMITS = (100_000, 200_000_000)
 QUOTA = ("token_limit_exceeded", "rate_limit_exceeded", "quota_exceeded")  # a failed batch worth making again
 API_ATTEMPTS = 5  # tries of one call to the files or batches API (connection errors, 429, 5xx)
+AZURE_FILE_SECONDS = 14 * 86_400  # Azure's batch input files expire after this (its least: 14 days)
+QUOTA_WAIT = 1800.0  # the longest wait after a batch failed for the enqueued-token quota (the first: --batch-poll)
 
 
 # ------------------------------------------------------------------------------------------------ the provider
@@ -61,15 +63,15 @@ class BatchAPI:
         return self.base + path + (f"?{urlencode(params)}" if params else "")
 
     async def call(self, method: str, path: str, *, body: bytes | None = None, content_type: str = "application/json",
-                   query: dict | None = None, raw: bool = False):
-        """One call, retried on connection errors, 429 and 5xx; a refusal stops the build (exit 1), an endpoint that
-        keeps failing stops it too (exit 75); the answer's JSON (or bytes, ``raw``)."""
+                   query: dict | None = None, raw: bool = False, attempts: int = API_ATTEMPTS):
+        """One call, retried on connection errors, 429 and 5xx (``attempts`` tries); a refusal stops the build (exit
+        1), an endpoint that keeps failing stops it too (exit 75); the answer's JSON (or bytes, ``raw``)."""
         engine = self.engine
         if engine._client is None:
             await engine.start()
         url, what = self.url(path, **(query or {})), f"{method} {path}"
         detail = "no answer"
-        for attempt in range(API_ATTEMPTS):
+        for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(min(2.0 ** attempt, 30.0))
             try:
@@ -97,20 +99,36 @@ class BatchAPI:
                 return json.loads(data)
             except ValueError:
                 detail = f"{what}: the answer is not JSON: {engine._clip(text, 120)!r}"
-        raise EngineStop(engine.endpoint, "batch API unreachable", f"{what}: {detail} (after {API_ATTEMPTS} tries)")
+        raise EngineStop(engine.endpoint, "batch API unreachable", f"{what}: {detail} (after {attempts} tries)")
 
     async def upload(self, content: bytes, name: str) -> str:
         boundary = "ipm" + secrets.token_hex(12)
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-                "Content-Type: application/jsonl\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        fields = {"purpose": "batch"}
+        if self.azure:  # without an expiry, a resource holds at most 500 batch input files (with one: 10,000)
+            fields.update({"expires_after.anchor": "created_at", "expires_after.seconds": str(AZURE_FILE_SECONDS)})
+        body = "".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n"
+                       for field, value in fields.items()).encode() + (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/jsonl\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
         answer = await self.call("POST", "/files", body=body, content_type=f"multipart/form-data; boundary={boundary}")
         return answer["id"]
 
     async def create(self, file_id: str, part: int) -> dict:
-        payload = {"input_file_id": file_id, "endpoint": self.endpoint, "completion_window": "24h",
-                   "metadata": {"ipm_part": str(part)}}
-        return await self.call("POST", "/batches", body=json.dumps(payload).encode())
+        """Make the batch of ``file_id``. A try whose answer is lost (a timeout, a reset, a 5xx) may have made it: the
+        provider's list is asked before the next try, so a file never becomes two batches."""
+        payload = json.dumps({"input_file_id": file_id, "endpoint": self.endpoint, "completion_window": "24h",
+                              "metadata": {"ipm_part": str(part)}}).encode()
+        for attempt in range(API_ATTEMPTS):
+            try:
+                return await self.call("POST", "/batches", body=payload, attempts=1)
+            except EngineStop as stop:
+                if stop.exit_code == EXIT_REFUSED or attempt == API_ATTEMPTS - 1:
+                    raise
+            found = await self.find(file_id)
+            if found is not None:
+                return found
+            await asyncio.sleep(min(2.0 ** (attempt + 1), 30.0))
+        raise AssertionError("unreachable")
 
     async def retrieve(self, batch_id: str) -> dict:
         return await self.call("GET", f"/batches/{batch_id}")
@@ -232,19 +250,21 @@ class BatchEngine(Metered):
         remaining = dict.fromkeys(keys)  # insertion-ordered set: what is still to come
         price = self.budget.price(self.role)
         live = self.book.open_parts(keys)
-        assigned = {key for p in live for key in self.book.lines(p["part"]) if key in remaining}
+        assigned = {key for p in live for key in self._lines_of(p) if key in remaining}
         for p in live:  # their worst case is held again: they were paid for when submitted
             self.budget.held += p["worst_usd"]
+            p["cancelled_before"] = p["status"] == "cancelling"  # (ipm batches cancel, before this run)
         deadline = None if self.wait is None else time.monotonic() + self.wait
         resubmitted: Counter = Counter()
         limit = getattr(self.inner, "max_attempts", 5)
+        quota_wait, submit_at = self.poll, 0.0  # after a quota failure, no new batch before submit_at
         self._show(live, len(keys))
         while remaining:
             todo = [k for k in remaining if k not in assigned]
-            if todo:
+            if todo and time.monotonic() >= submit_at:
                 made, refused = await self._submit(todo, {k: requests[index[k]] for k in todo}, identity, price)
                 live += made
-                assigned.update(k for p in made for k in self.book.lines(p["part"]))
+                assigned.update(k for p in made for k in self._lines_of(p))
                 for key in refused:
                     del remaining[key]
                     yield index[key], failure("spend_cap", self.budget.line(), from_cache=True)
@@ -258,15 +278,25 @@ class BatchEngine(Metered):
                     if key in remaining:
                         del remaining[key]
                         yield index[key], result
-                for key in again:
+                if p["status"] == "failed":  # for quota: the enqueued tokens free up as other batches end
+                    submit_at, quota_wait = time.monotonic() + quota_wait, min(quota_wait * 2, QUOTA_WAIT)
+                for key, why in again.items():
                     if key not in remaining:
                         continue
                     assigned.discard(key)
-                    resubmitted[key] += 1
+                    if p["status"] == "cancelled" and not p.get("cancelled_before"):  # cancelled while this run
+                        # waited (ipm batches cancel): its lines are not sent again by this run
+                        del remaining[key]
+                        yield index[key], failure("batch_pending", f"batch {p['batch_id']} was cancelled; run the "
+                                                  "build again to send its lines again", from_cache=True)
+                        continue
+                    resubmitted[key] += p["status"] not in ("new", "failed")  # (never sent, or refused for quota)
                     if resubmitted[key] >= limit:
                         del remaining[key]
-                        yield index[key], failure("timeout", f"no answer in {limit} batches (last: {again[key]})",
+                        yield index[key], failure("timeout", f"no answer in {limit} batches (last: {why})",
                                                   from_cache=True)
+            # a line is waited for only while a live part holds it
+            assigned &= {key for p in live for key in self._lines_of(p)}
             self._show(live, len(keys))
             if not remaining:
                 break
@@ -276,8 +306,8 @@ class BatchEngine(Metered):
                     yield index[key], failure("batch_pending", f"still running at the provider (batches {ids})",
                                               from_cache=True)
                 return
-            if not any(k not in assigned for k in remaining) or not live:
-                await asyncio.sleep(self.poll)  # (lines to send again go out at once; a quota error waits)
+            if all(k in assigned for k in remaining) or time.monotonic() < submit_at:
+                await asyncio.sleep(self.poll)  # (lines to send again go out at once, unless the quota is spent)
 
     def _lines_of(self, part: dict) -> dict:
         memo = part.setdefault("_lines", None)
@@ -295,6 +325,7 @@ class BatchEngine(Metered):
                 refused.append(key)
             else:
                 allowed.append(key)
+        self.budget.stopped += max(0, len(refused) - 1)  # (hold counted the first)
         made = []
         for keys, content in self.files(allowed, requests):
             held = sum(worst[k] for k in keys)
@@ -316,16 +347,26 @@ class BatchEngine(Metered):
     async def _advance(self, part: dict) -> tuple[dict[str, ChatResult], dict[str, str]] | None:
         """Ask a live part's batch how it stands; once it has ended, its (results, lines to send again)."""
         if part["status"] == "new":  # recorded, never uploaded (a build killed meanwhile): sent again
+            lines = self._lines_of(part)
             self.book.drop(part["part"])
             self.budget.release(part["worst_usd"])
-            return {}, {}
+            return {}, dict.fromkeys(lines, "never uploaded")
         if part["batch_id"] is None:  # uploaded, batch not recorded: made by the killed build, or not at all
             found = await self.api.find(part["file_id"])
             if found is not None:
                 part.update(batch_id=found["id"], status=status_of(found))
                 self.book.update(part["part"], batch_id=found["id"], status=part["status"])
             else:
-                await self._make(part)
+                try:
+                    await self._make(part)
+                except EngineStop as stop:
+                    if "not found" not in stop.detail.lower() and "cannot find file" not in stop.detail.lower():
+                        raise
+                    lines = self._lines_of(part)  # its file is gone (expired, deleted): its lines go in a new one
+                    self.book.drop(part["part"])
+                    self.budget.release(part["worst_usd"])
+                    part["status"] = "new"
+                    return {}, dict.fromkeys(lines, "input file gone")
         batch = await self.api.retrieve(part["batch_id"])
         status = status_of(batch)
         counts = batch.get("request_counts") or {}
@@ -338,6 +379,7 @@ class BatchEngine(Metered):
         lines = self._lines_of(part)
         results: dict[str, ChatResult] = {}
         again: dict[str, str] = {}
+        part["status"] = status
         if status == "failed":
             errors = (batch.get("errors") or {}).get("data") or [{}]
             code, message = errors[0].get("code"), errors[0].get("message")
@@ -348,22 +390,27 @@ class BatchEngine(Metered):
                                  EXIT_REFUSED)
             again = dict.fromkeys(lines, f"batch failed: {code}")
         else:
+            # lines committed by an earlier collection of this batch (a build killed while collecting it) are
+            # neither committed nor counted again
+            known = self.cache.answers(list(lines))
+            results.update(known)  # (handed over again if this run still waits for one: nothing is charged)
             for item in await self.api.lines(batch.get("output_file_id")) + await self.api.lines(
                     batch.get("error_file_id")):
                 key = item.get("custom_id")
-                if key not in lines:
+                if key not in lines or key in known:
                     continue
                 spec, max_tokens = lines[key]
                 result = read_line(item, request_of(spec, max_tokens), part["structured"], part["batch_id"])
                 if isinstance(result, str):
                     again[key] = result
                     continue
+                self.inner._scrub(result)  # a server's words may echo what we sent: secrets masked
                 self.cache.put(key, self.identity, result)
                 self.budget.charge(self.role, result, fresh=True)
                 result.from_cache = True
                 results[key] = result
             for key in lines:
-                if key not in results and key not in again:
+                if key not in results and key not in again and key not in known:
                     again[key] = "not in the output"
         self.budget.release(part["worst_usd"])
         self.book.update(part["part"], status=status, counts=part["counts"])

@@ -60,13 +60,15 @@ class Book:
         self.cache.sql(f"UPDATE batch_parts SET {names} WHERE part = ?", (*values.values(), part))
 
     def open_parts(self, keys: Sequence[str]) -> list[dict]:
-        """The live parts of this endpoint holding any of ``keys``, oldest first."""
+        """The live parts holding any of ``keys``, oldest first."""
         found: set[int] = set()
         for i in range(0, len(keys), CHUNK):
             chunk = keys[i: i + CHUNK]
             found.update(row[0] for row in self.cache.sql(
                 f"SELECT DISTINCT part FROM batch_lines WHERE key IN ({','.join('?' * len(chunk))})", chunk))
-        return [p for p in parts(self.cache, endpoint=self.endpoint) if p["part"] in found and p["status"] in LIVE]
+        # by key, not by endpoint: a request is a content address, and one in a live batch anywhere (the same
+        # provider named another way, another --api-version) must not be sent again
+        return [p for p in parts(self.cache) if p["part"] in found and p["status"] in LIVE]
 
     def lines(self, part: int) -> dict[str, tuple[str | None, int]]:
         return {key: (spec, max_tokens) for key, spec, max_tokens in self.cache.sql(

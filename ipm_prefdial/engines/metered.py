@@ -61,7 +61,9 @@ class Metered(Engine):
         return stream_grouped(requests, self._complete, self.inner.concurrency)
 
     async def _complete(self, request: ChatRequest) -> ChatResult:
-        worst = self.budget.price(self.role).worst(request)
+        # an answer that does not parse is asked again (openai_http.RESEEDS): each try may be paid for
+        tries = 1 + (getattr(self.inner, "reseeds", 0) if request.output is not None else 0)
+        worst = tries * self.budget.price(self.role).worst(request)
         if not self.budget.hold(worst):
             return failure("spend_cap", self.budget.line())
         try:

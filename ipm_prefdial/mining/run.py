@@ -122,6 +122,7 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
     cache = open_cache(cfg)
     budget = make_budget(cfg)
     instances, engines = metered(instances, engines, cfg, cache, budget)
+    _warn_of_live_batches(cache, cfg, console)
     policy = policy_sampling(cfg)
     rows: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in MINED_SPLITS} for c in PAIR_CONFIG.values()}
     turn_of: dict[str, Turn] = {}
@@ -158,6 +159,21 @@ async def _mine(per_split: dict[str, list[Dialogue]], prompts: Prompts, cfg: Bui
         output.spend = budget.report()
     output.exported = sorted({str(p) for e in instances.values() for p in getattr(e, "exported", [])})
     return output
+
+
+def _warn_of_live_batches(cache: RequestCache | None, cfg: BuildConfig, console: Console) -> None:
+    """A build run without batches while batches of an earlier one still run would pay for their lines twice: say
+    so (a rerun with --batch / --judge-batch collects them instead)."""
+    if cache is None or (cfg.batch and cfg.judge_batch) or cfg.batch_export:
+        return
+    from ipm_prefdial.engines.batch_book import LIVE
+
+    marks = ",".join("?" * len(LIVE))
+    (lines,) = cache.sql(f"SELECT COALESCE(SUM(lines), 0) FROM batch_parts WHERE status IN ({marks})", LIVE)[0]
+    if lines:
+        console.print(f"[bold yellow]warning:[/] {lines:,} requests are in batches still running at the provider "
+                      "(ipm batches list); a role run without --batch / --judge-batch sends its ones again online: "
+                      "run with them to collect the batches, or cancel them (ipm batches cancel)", soft_wrap=True)
 
 
 async def _run_policy(instances: dict, engines: dict[str, Engine], jobs: dict[str, list[Job]],

@@ -41,6 +41,7 @@ class Batches:
         self.expire_percent = 0.0
         self.fail_codes: list[str] = []
         self.refuse_uploads: str | None = None  # an error message: every upload is answered 400 with it
+        self.lose_creates = 0  # this many batches are made but their answer is lost (HTTP 502, as a gateway's)
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.order: list[str] = []
@@ -107,6 +108,9 @@ class Batches:
                                                                              "failed": 0},
             "metadata": body.get("metadata"), "_azure": azure, "_cancel": False}
         self.order.append(batch_id)
+        if self.lose_creates:
+            self.lose_creates -= 1
+            return 502, {"error": {"message": "Bad gateway", "code": "bad_gateway"}}
         return 200, self.public(batch_id)
 
     def public(self, batch_id: str) -> dict:

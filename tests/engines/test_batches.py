@@ -158,6 +158,22 @@ def test_an_upload_the_provider_refuses_stops_the_build_with_its_words(server, t
     assert "HTTP 400: POST /files:" in plain(result.output) and "File is too large." in plain(result.output)
 
 
+def test_a_build_stopped_before_its_upload_and_a_lost_answer_to_a_new_batch_pay_for_nothing_twice(
+        server, fake_pairs_build, tmp_path):
+    """The part is recorded before its upload: a build stopped there (here by a refused upload) leaves a part with
+    no file, whose lines the rerun sends in a new one. A batch made whose answer is lost (a gateway's 502) is found
+    in the provider's list by its file before a second try could make it twice."""
+    server.batches.refuse_uploads = "Service busy."
+    first = build(server.url, tmp_path, "--batch", "--judge-batch", *POLL)
+    assert first.exit_code == 1 and "Service busy." in plain(first.output)
+    server.batches.refuse_uploads, server.batches.lose_creates = None, 1
+    second = build(server.url, tmp_path, "--batch", "--judge-batch", *POLL)
+    assert second.exit_code == 0, second.output
+    assert parquet(tmp_path / "out") == parquet(fake_pairs_build["out"])
+    assert len(server.batches.batches) == 2 and max(server.batches.submitted.values()) == 1
+    assert server.answered == 420
+
+
 def test_export_then_import_round_trip(server, fake_pairs_build, tmp_path):
     """--batch-export writes the pending requests and stops; the output files, answered elsewhere (here by the test
     server's batch answers, in shuffled order), go in with ipm batches import; the same command then goes on."""
