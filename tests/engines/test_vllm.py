@@ -66,8 +66,9 @@ def test_a_killed_vllm_build_resumes_sends_only_what_is_missing_and_leaves_no_pr
     import psutil
 
     cache, out = cache_with(models, tmp_path / "cache"), tmp_path / "ds"
-    args = ["build", "--stage", "all", "--engine", "vllm", *long_turn_corpus, "--cache-dir", str(cache), "--out",
-            str(out)]
+    # (no tokenizer counts prompt lengths for the card: seconds of each of the three new processes)
+    args = ["build", "--stage", "all", "--engine", "vllm", *long_turn_corpus, "--trim-tokenizer", "none",
+            "--cache-dir", str(cache), "--out", str(out)]
     log = (tmp_path / "killed.log").open("w")
     child = subprocess.Popen([*IPM, *args], stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -143,7 +144,7 @@ def test_sp_rg_and_vm_adapters_are_served_by_one_vllm_instance(models, corpus, t
     cache, out = cache_with(models, tmp_path / "cache"), tmp_path / "ds"
     models_of = [arg for task in ("sp", "rg", "vm") for arg in (f"--{task}-model", str(adapters[task]))]
     result = ipm("build", "--stage", "all", "--no-judge", "--engine", "vllm", *corpus, *models_of,
-                 "--cache-dir", str(cache), "--out", str(out))
+                 "--trim-tokenizer", "none", "--cache-dir", str(cache), "--out", str(out))
     logged = result.stdout + result.stderr
     assert logged.count(ENGINE_STARTS) == 1, logged[-3000:]  # one vLLM instance for the three models
     m = manifest(out)
