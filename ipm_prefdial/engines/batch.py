@@ -325,7 +325,7 @@ class BatchEngine(Metered):
                 refused.append(key)
             else:
                 allowed.append(key)
-        self.budget.stopped += max(0, len(refused) - 1)  # (hold counted the first)
+        self.budget.stopped += len(refused)
         made = []
         for keys, content in self.files(allowed, requests):
             held = sum(worst[k] for k in keys)
@@ -347,10 +347,7 @@ class BatchEngine(Metered):
     async def _advance(self, part: dict) -> tuple[dict[str, ChatResult], dict[str, str]] | None:
         """Ask a live part's batch how it stands; once it has ended, its (results, lines to send again)."""
         if part["status"] == "new":  # recorded, never uploaded (a build killed meanwhile): sent again
-            lines = self._lines_of(part)
-            self.book.drop(part["part"])
-            self.budget.release(part["worst_usd"])
-            return {}, dict.fromkeys(lines, "never uploaded")
+            return self._resend(part, "never uploaded")
         if part["batch_id"] is None:  # uploaded, batch not recorded: made by the killed build, or not at all
             found = await self.api.find(part["file_id"])
             if found is not None:
@@ -362,11 +359,7 @@ class BatchEngine(Metered):
                 except EngineStop as stop:
                     if "not found" not in stop.detail.lower() and "cannot find file" not in stop.detail.lower():
                         raise
-                    lines = self._lines_of(part)  # its file is gone (expired, deleted): its lines go in a new one
-                    self.book.drop(part["part"])
-                    self.budget.release(part["worst_usd"])
-                    part["status"] = "new"
-                    return {}, dict.fromkeys(lines, "input file gone")
+                    return self._resend(part, "input file gone")  # (expired, deleted): its lines in a new one
         batch = await self.api.retrieve(part["batch_id"])
         status = status_of(batch)
         counts = batch.get("request_counts") or {}
@@ -415,6 +408,14 @@ class BatchEngine(Metered):
         self.budget.release(part["worst_usd"])
         self.book.update(part["part"], status=status, counts=part["counts"])
         return results, again
+
+    def _resend(self, part: dict, why: str) -> tuple[dict, dict[str, str]]:
+        """A part that never became a batch, dropped: none of its lines is held, all go in a new one."""
+        lines = self._lines_of(part)
+        self.book.drop(part["part"])
+        self.budget.release(part["worst_usd"])
+        part["status"] = "new"  # (its lines do not use up their tries)
+        return {}, dict.fromkeys(lines, why)
 
     def _show(self, live: list[dict], total: int) -> None:
         if self.progress is None:

@@ -65,6 +65,7 @@ class Metered(Engine):
         tries = 1 + (getattr(self.inner, "reseeds", 0) if request.output is not None else 0)
         worst = tries * self.budget.price(self.role).worst(request)
         if not self.budget.hold(worst):
+            self.budget.stopped += 1
             return failure("spend_cap", self.budget.line())
         try:
             result = await self.inner.complete(request)

@@ -88,9 +88,9 @@ class Budget:
         return self.prices.get(role, Prices())
 
     def hold(self, usd: float) -> bool:
-        """Hold ``usd`` for a request about to be sent (or a batch about to be submitted), if the cap allows it."""
+        """Hold ``usd`` for a request about to be sent (or a line about to be submitted), if the cap allows it; a
+        caller whose request is refused counts it in ``stopped``."""
         if self.cap is not None and self.spent + self.held + usd > self.cap + 1e-12:
-            self.stopped += 1
             return False
         self.held += usd
         return True

@@ -19,16 +19,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers import IPM, fake_build_args, plain
+from helpers import IPM, fake_build_args, parquet, plain
 from ipm_prefdial.cli import app
 from ipm_prefdial.testing.fake_llm import FakeLLM
 
 runner = CliRunner()
 POLL = ("--batch-poll", "0.01")
-
-
-def parquet(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*.parquet"))}
 
 
 def build(url: str, root: Path, *extra: str, cache: str = "cache"):

@@ -14,16 +14,12 @@ from urllib.parse import urlsplit
 
 from typer.testing import CliRunner
 
-from helpers import IPM, FakeHub, fake_build_args, plain
+from helpers import IPM, FakeHub, fake_build_args, parquet, plain
 from ipm_prefdial.cli import app
 from ipm_prefdial.engines.cache import RequestCache
 from ipm_prefdial.testing.fake_llm import FakeLLM, read_log
 
 runner = CliRunner()
-
-
-def parquet(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*.parquet"))}
 
 
 def serve(log: Path, port: int = 0) -> tuple[subprocess.Popen, str]:

@@ -67,21 +67,23 @@ def test_the_copy_of_the_server_bucket_makes_an_attempt_wait_for_room():
     asyncio.run(go())
 
 
+async def burst(url: str, n: int, **options) -> list:
+    """``n`` one-message requests at once through an engine of 16 in flight (``options``: its other settings)."""
+    engine = OpenAIEngine(url, concurrency=16, give_up_after=30, **options)
+    await engine.start()
+    try:
+        requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=64),
+                                     group=f"d{i}") for i in range(n)]
+        return await asyncio.gather(*(engine.complete(r) for r in requests))
+    finally:
+        await engine.close()
+
+
 def test_an_engine_at_16_in_flight_meets_a_limit_of_1200_a_minute_with_few_429s():
     """40 requests that 16 at once would send in a burst: the test server lets 20 in at once, then 20 a second."""
-    async def go(url: str, server: FakeLLM):
-        engine = OpenAIEngine(url, concurrency=16, give_up_after=30)
-        await engine.start()
-        try:
-            requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=64),
-                                         group=f"d{i}") for i in range(40)]
-            return await asyncio.gather(*(engine.complete(r) for r in requests))
-        finally:
-            await engine.close()
-
     server = FakeLLM(rpm=1200, latency=0.05)
     with server as url:
-        results = asyncio.run(go(url, server))
+        results = asyncio.run(burst(url, 40))
     assert all(r.ok for r in results)
     assert server.answered == 40
     # without the pacing, about 190 (a 429 is retried at once, 16 in flight); a loaded machine spreads the first burst
@@ -104,19 +106,9 @@ def test_the_users_caps_are_buckets_of_one_second():
 def test_a_client_cap_keeps_even_the_first_burst_under_the_servers_limit():
     """20 requests, 16 in flight, against a server allowing 600 a minute (10 at once): a client cap of 480 a minute
     sends 8 at once, then 8 a second, and no request is answered 429."""
-    async def go(url: str):
-        engine = OpenAIEngine(url, concurrency=16, give_up_after=30, rpm=480)
-        await engine.start()
-        try:
-            requests = [ChatRequest.chat([{"role": "user", "content": f"m{i}"}], sampling=Sampling(max_tokens=64),
-                                         group=f"d{i}") for i in range(20)]
-            return await asyncio.gather(*(engine.complete(r) for r in requests))
-        finally:
-            await engine.close()
-
     server = FakeLLM(rpm=600)
     with server as url:
-        results = asyncio.run(go(url))
+        results = asyncio.run(burst(url, 20, rpm=480))
     assert all(r.ok for r in results) and server.answered == 20
     assert server.rate_limited == 0
     first = server.arrivals[0]  # the first chat request

@@ -5,12 +5,11 @@ a rerun with a higher cap complete it, sending nothing twice."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from helpers import fake_build_args, plain
+from helpers import fake_build_args, parquet, plain
 from ipm_prefdial.cli import app
 from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.engines.spend import Prices
@@ -19,10 +18,6 @@ from ipm_prefdial.testing.fake_llm import FakeLLM, read_log
 
 runner = CliRunner()
 ABSURD = ("--price-input", "1000", "--price-output", "1000")  # a tenth of a cent a token
-
-
-def parquet(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*.parquet"))}
 
 
 def test_prices_count_cached_tokens_and_the_batch_discount():

@@ -25,6 +25,11 @@ PAIR_BUILD_ARGS = ["--source", "esconv", "--source-path", str(ESCONV_JSON), "--s
                    "--judge-max-tokens", "200"]
 
 
+def parquet(out: Path) -> dict[str, bytes]:
+    """A build's parquet files by path under it: what byte-identity checks compare."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted((out / "data").rglob("*.parquet"))}
+
+
 def plain(text: str) -> str:
     """CLI output as one line of words: rich's error boxes and line wrapping removed."""
     return " ".join(text.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
