@@ -70,18 +70,31 @@ def evaluate(
     judge_base_url: str | None = typer.Option(None, help="Judge endpoint (engine openai)."),
     judge_concurrency: int | None = typer.Option(None, help="Judge requests in flight."),
     cache_dir: str | None = typer.Option(None, help="Request cache directory for the judge."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON (one file: its object; "
-                                                              "several: keyed by system)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON (one predictions file: its "
+                                                              "object; several: keyed by system, the baseline's "
+                                                              "included)."),
     report: Path | None = typer.Option(None, help="Write report.md and preference.png into this directory."),
     taxonomy: str | None = typer.Option(None, help="The strategy labels: a built-in taxonomy (esconv, extes, mesc, "
                                                    "esc-pro) or a taxonomy YAML file (default: the one each file "
                                                    "records, as ipm infer writes its build's; else ESConv's)."),
+    baseline: Path | None = typer.Option(None, "--baseline", help="A predictions file to compare each of "
+                                                                  "--predictions with: A - B per metric over the "
+                                                                  "turns both hold, with a 95% interval and p "
+                                                                  "(paired bootstrap over dialogues)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Resamples of the dialogues behind each 95% interval "
+                                                            "(0: no intervals)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the resampling (the same seed, the same bytes)."),
 ) -> None:
     """Strategy metrics (Q, weighted F1, preference p, bias B; lenient and strict), reference metrics (BLEU,
-    Distinct, ROUGE-L, F1, length) and optional judge scores of one or more predictions files."""
+    Distinct, ROUGE-L, F1, length) and optional judge scores of one or more predictions files, each with a 95%
+    interval (bootstrap over dialogues); --baseline B adds paired differences A - B with intervals and p."""
     from ipm_prefdial.evaluation.evaluate import evaluate_files, taxonomy_option
 
     given = taxonomy_option(taxonomy) if taxonomy is not None else None  # unknown name: 2; a bad file: 1
+    check_bounds(Range(0, 100_000), bootstrap, "--bootstrap")
+    check_bounds(Range(0, 2**32 - 1), seed, "--seed")
+    if baseline is not None and bootstrap == 0:
+        raise ConfigError("--baseline needs resamples: --bootstrap of at least 1 (default 1000)")
     check_range(find(EngineOptions, "concurrency"), judge_concurrency, "--judge-concurrency")
     if judge_engine is not None and judge_engine.value == "openai" and not judge_base_url:
         raise ConfigError("--judge-engine openai needs --judge-base-url")
@@ -92,10 +105,14 @@ def evaluate(
     judge = None if judge_engine is None else EngineSpec(judge_engine.value, judge_model, judge_base_url,
                                                          judge_concurrency)
     started = time.perf_counter()
-    results = evaluate_files([*predictions, *(extra or [])], given, judge, cache_dir, err)
+    results = evaluate_files([*predictions, *(extra or [])], given, judge, cache_dir, err, baseline=baseline,
+                             resamples=bootstrap, seed=seed)
     render.eval_table(out, results, time.perf_counter() - started)
     if json_out:
-        payload = next(iter(results.values())) if len(results) == 1 else results
+        # one predictions file: its object (with --baseline, its `compare`; the baseline's own figures are in the
+        # table and the report); several: keyed by system
+        files = len(results) - (baseline is not None)
+        payload = next(iter(results.values())) if files == 1 else results
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         out.print(f"metrics -> {json_out}")

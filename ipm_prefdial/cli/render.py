@@ -147,7 +147,7 @@ def infer_summary(out: Console, summary: dict) -> None:
 
 
 def eval_table(out: Console, results: dict[str, dict], seconds: float) -> None:
-    from ipm_prefdial.evaluation.report import table_rows
+    from ipm_prefdial.evaluation.report import compare_rows, table_rows
 
     taxonomies = ", ".join(dict.fromkeys(r["taxonomy"] for r in results.values()))
     table = Table(title=f"ipm eval ({seconds:.1f} s; strategy taxonomy {taxonomies})", title_justify="left")
@@ -157,6 +157,22 @@ def eval_table(out: Console, results: dict[str, dict], seconds: float) -> None:
     for title, values in table_rows(results):
         table.add_row(title, *values)
     out.print(table)
+    boot = next((r["bootstrap"] for r in results.values() if r.get("bootstrap")), None)
+    if boot:
+        out.print(f"[brackets: 95% intervals, {boot['resamples']} resamples of the dialogues, seed {boot['seed']}]",
+                  highlight=False, markup=False)
+    for label, result in results.items():
+        if "compare" not in result:
+            continue
+        c = result["compare"]
+        table = Table(title=f"{label} (A) - {c['baseline']}: paired over {c['matched']} turns, {c['dialogues']} "
+                            f"dialogues (unmatched: {c['unmatched']['predictions']} of A, "
+                            f"{c['unmatched']['baseline']} of the baseline)", title_justify="left")
+        for column in ("metric", "A - B [95% CI]", "p", "better", "reading"):
+            table.add_column(column, justify="right" if column in ("A - B [95% CI]", "p") else "left")
+        for row in compare_rows(result):
+            table.add_row(*row)
+        out.print(table)
 
 
 def train_summary(out: Console, cfg, metrics: dict) -> None:

@@ -14,8 +14,19 @@ from rich.console import Console
 
 from ipm_prefdial.engines import EngineSpec
 from ipm_prefdial.errors import InputError
+from ipm_prefdial.evaluation.bootstrap import (
+    GROUPS,
+    RESAMPLES,
+    SEED,
+    DialogueSums,
+    dialogues_of,
+    draws,
+    intervals,
+    nest,
+    paired,
+)
 from ipm_prefdial.evaluation.infer import PREDICTION_FIELDS, taxonomy_record
-from ipm_prefdial.evaluation.reference import reference_metrics
+from ipm_prefdial.evaluation.reference import from_turns, reference_metrics, reference_turns
 from ipm_prefdial.evaluation.strategy import MODES, match, strategy_metrics
 from ipm_prefdial.jsonlines import json_objects
 from ipm_prefdial.taxonomy import BUILTIN, Taxonomy, TaxonomyError, builtin, load_taxonomy, parse_taxonomy
@@ -101,10 +112,10 @@ def read_predictions(path: str | Path, taxonomy: Taxonomy | None = None) -> list
     return rows
 
 
-def evaluate(rows: list[dict], taxonomy: Taxonomy | None = None) -> dict:
+def evaluate(rows: list[dict], taxonomy: Taxonomy | None = None, replies: list[dict] | None = None) -> dict:
     """{"turns", "taxonomy", "strategy": {"lenient": ..., "strict": ...}, "reference": ...} of one predictions
     file, the strategy metrics over the labels of ``taxonomy`` (default: the one the rows name, as
-    ``read_predictions`` leaves them, else ESConv's)."""
+    ``read_predictions`` leaves them, else ESConv's); ``replies``: the rows' ``reference_turns`` if at hand."""
     if taxonomy is None:
         taxonomy = recorded_taxonomy(rows[0].get(TAXONOMY_FIELD), f"prediction {rows[0].get('id')!r}") if rows \
             else builtin("esconv")
@@ -114,30 +125,106 @@ def evaluate(rows: list[dict], taxonomy: Taxonomy | None = None) -> dict:
         "turns": len(rows),
         "taxonomy": taxonomy.name,
         "strategy": {mode: strategy_metrics(gold, predicted, mode, taxonomy) for mode in MODES},
-        "reference": reference_metrics([r["predicted_response"] for r in rows], [r["response"] for r in rows]),
+        "reference": from_turns(replies) if replies is not None else
+        reference_metrics([r["predicted_response"] for r in rows], [r["response"] for r in rows]),
     }
 
 
 def evaluate_files(files: Sequence[str | Path], taxonomy: Taxonomy | None = None, judge: EngineSpec | None = None,
-                   cache_dir: str | None = None, console: Console | None = None) -> dict[str, dict]:
+                   cache_dir: str | None = None, console: Console | None = None, *,
+                   baseline: str | Path | None = None, resamples: int = RESAMPLES,
+                   seed: int = SEED) -> dict[str, dict]:
     """``ipm eval``: the metrics of each predictions file, keyed by a column name (``label_of``), with the judge's
-    scores when a judge engine is given (its progress shown on ``console``)."""
+    scores when a judge engine is given (its progress shown on ``console``), each measurement's 95% interval from
+    ``resamples`` dialogue resamples (none when 0), and with a ``baseline`` file, its own column (last) and a
+    ``compare`` block in every other system's object (``compare_systems``)."""
+    systems: dict[str, tuple[list[dict], list[dict] | None, list[dict]]] = {}
     results: dict[str, dict] = {}
-    for path in files:
+    paths = [*files, *([baseline] if baseline is not None else [])]
+    for n, path in enumerate(paths):
         rows = read_predictions(path, taxonomy)
         label = label_of(path, rows)
+        if baseline is not None and n == len(paths) - 1:
+            label = f"baseline: {label}"
         if label in results:
             label = f"{label} [{len(results)}]"
-        results[label] = evaluate(rows, taxonomy)
+        replies = reference_turns([r["predicted_response"] for r in rows], [r["response"] for r in rows])
+        results[label] = evaluate(rows, taxonomy, replies)
+        per_turn = None
         if judge is not None:
             from ipm_prefdial.evaluation.judge_scores import judge_scores
             from ipm_prefdial.progress import progress_bar
 
             with progress_bar(console or Console(stderr=True)) as progress:
                 judged = judge_scores(rows, judge, cache_dir=cache_dir, progress=progress)
+            per_turn = judged.pop("per_turn")
             results[label]["judge"] = judged["scores"]
             results[label]["judge_details"] = {k: v for k, v in judged.items() if k != "scores"}
+        if resamples:
+            with_intervals(results[label], rows, per_turn, resamples, seed, replies)
+        systems[label] = (rows, per_turn, replies)
+    if baseline is not None:
+        base = list(results)[-1]
+        for label in list(results)[:-1]:
+            results[label]["compare"] = compare_systems(systems[label], systems[base], base, resamples, seed)
     return results
+
+
+def with_intervals(result: dict, rows: list[dict], judged: list[dict] | None, resamples: int, seed: int,
+                   replies: list[dict] | None = None) -> None:
+    """Add ``ci95`` to every metric group of ``result`` (``evaluate``'s, for ``rows``) and ``bootstrap`` at the top."""
+    taxonomy = recorded_taxonomy(rows[0].get(TAXONOMY_FIELD), f"prediction {rows[0].get('id')!r}")
+    dialogues = dialogues_of(rows)
+    sums = DialogueSums(rows, taxonomy, dialogues, judged, replies)
+    ci = intervals(sums, draws(len(dialogues), resamples, seed))
+    for group in GROUPS:
+        node = _group(result, group)
+        if node is not None:
+            node["ci95"] = nest(ci, group)
+    result["bootstrap"] = {"resamples": resamples, "unit": "dialogue", "seed": seed, "dialogues": len(dialogues)}
+
+
+def compare_systems(a: tuple, b: tuple, baseline: str, resamples: int, seed: int) -> dict:
+    """A against the baseline B over the turns both hold (matched by ``id``): each measurement's difference
+    A - B with its interval and two-sided p from a paired bootstrap over their dialogues, mirroring the metric
+    groups. ``a`` and ``b``: (rows, judge scores per turn or None, ``reference_turns`` or None)."""
+    (rows_a, judged_a, replies_a), (rows_b, judged_b, replies_b) = a, b
+    if rows_a[0].get(TAXONOMY_FIELD) != rows_b[0].get(TAXONOMY_FIELD):
+        raise PredictionsError(f"--baseline {baseline}: scored with another strategy taxonomy than the predictions; "
+                               "give both the same one with --taxonomy")
+    at_b = {r["id"]: n for n, r in enumerate(rows_b)}
+    common = [n for n, r in enumerate(rows_a) if r["id"] in at_b]
+    if not common:
+        raise PredictionsError(f"--baseline {baseline}: no turn id in common with the predictions")
+    taxonomy = recorded_taxonomy(rows_a[0].get(TAXONOMY_FIELD), f"prediction {rows_a[0].get('id')!r}")
+    pick_a = [rows_a[n] for n in common]
+    pick_b = [{**rows_b[at_b[r["id"]]], "dialog_id": r["dialog_id"]} for r in pick_a]  # A's dialogues are the unit
+    dialogues = dialogues_of(pick_a)
+    judge_a = [judged_a[n] for n in common] if judged_a is not None else None
+    judge_b = [judged_b[at_b[rows_a[n]["id"]]] for n in common] if judged_b is not None else None
+    sums_a = DialogueSums(pick_a, taxonomy, dialogues, judge_a,
+                          [replies_a[n] for n in common] if replies_a is not None else None)
+    sums_b = DialogueSums(pick_b, taxonomy, dialogues, judge_b,
+                          [replies_b[at_b[rows_a[n]["id"]]] for n in common] if replies_b is not None else None)
+    diffs = paired(sums_a, sums_b, draws(len(dialogues), resamples, seed))
+    out: dict = {"baseline": baseline, "matched": len(common),
+                 "unmatched": {"predictions": len(rows_a) - len(common), "baseline": len(rows_b) - len(common)},
+                 "dialogues": len(dialogues)}
+    for group in GROUPS:
+        nested = nest(diffs, group)
+        if nested:
+            node = out
+            for key in group[:-1]:
+                node = node.setdefault(key, {})
+            node[group[-1]] = nested
+    return out
+
+
+def _group(result: dict, group: tuple[str, ...]) -> dict | None:
+    node = result
+    for key in group:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def label_of(path: str | Path, rows: list[dict]) -> str:

@@ -44,7 +44,8 @@ def judge_requests(predictions: Sequence[dict], prompts: Prompts, max_tokens: in
 
 def judge_scores(predictions: Sequence[dict], spec: EngineSpec, *, cache_dir: str | None = None,
                  progress=None) -> dict:
-    """Mean score per dimension over the parsed answers, the unparsed counts, the judge and its accounting."""
+    """Mean score per dimension over the parsed answers, the unparsed counts, the judge, its accounting, and each
+    reply's scores (``per_turn``: {dimension: score or None}, in the order of ``predictions``)."""
     return run_coroutine(_judge(predictions, spec, cache_dir, progress))
 
 
@@ -61,12 +62,15 @@ async def _judge(predictions: Sequence[dict], spec: EngineSpec, cache_dir: str |
     finally:
         await engine.close()
         cache.close()
+    keys = list(DIMENSIONS)
+    per_turn = [{key: int(r.parsed) if r.ok and r.parsed in SCORES else None
+                 for key, r in zip(keys, results[n * len(keys) : (n + 1) * len(keys)], strict=True)}
+                for n in range(len(predictions))]
     out: dict = {}
     unparsed: dict[str, int] = {}
-    keys = list(DIMENSIONS)
-    for d, key in enumerate(keys):
-        scores = [int(r.parsed) for r in results[d :: len(keys)] if r.ok and r.parsed in SCORES]
+    for key in keys:
+        scores = [turn[key] for turn in per_turn if turn[key] is not None]
         unparsed[key] = len(predictions) - len(scores)
         out[key] = sum(scores) / len(scores) if scores else None
     return {"scores": out, "unparsed": unparsed, "judge": f"{engine.name}:{engine.display_name}",
-            "accounting": stats.as_dict()}
+            "accounting": stats.as_dict(), "per_turn": per_turn}

@@ -80,28 +80,37 @@ def bleu(hyp: Sequence[str], ref: Sequence[str], k: int) -> float:
                        smoothing_function=SmoothingFunction().method3)
 
 
-def reference_metrics(predictions: Sequence[str | None], references: Sequence[str]) -> dict[str, float]:
-    """The averaged metrics of predicted replies against the gold ones (x100 except ``length``)."""
+AVERAGED = ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "dist-1", "dist-2", "dist-3", "rouge-l", "f1")
+
+
+def reference_turns(predictions: Sequence[str | None], references: Sequence[str]) -> list[dict]:
+    """Each reply's own figures (the averaged metrics, 0..1, and ``length``) and its k-grams (``grams``: k -> list,
+    for corpus Distinct): what ``reference_metrics`` averages, and what the bootstrap resamples."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    n = len(predictions)
-    if n == 0:
-        raise ValueError("no predictions to evaluate")
-    sums: Counter = Counter()
-    corpus: dict[int, list[tuple[str, ...]]] = {1: [], 2: [], 3: []}
+    turns = []
     for pred, ref in zip(predictions, references, strict=True):
         hyp, gold = tokenize(pred), tokenize(ref)
-        for k in (1, 2, 3, 4):
-            sums[f"bleu-{k}"] += bleu(hyp, gold, k)
-        for k in (1, 2, 3):
-            sums[f"dist-{k}"] += distinct(hyp, k)
-            corpus[k].extend(ngrams(hyp, k))
-        sums["rouge-l"] += rouge_l(hyp, gold)
-        sums["f1"] += unigram_f1(hyp, gold)
-        sums["length"] += len(hyp)
-    out = {key: 100 * sums[key] / n for key in ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "dist-1", "dist-2",
-                                                 "dist-3", "rouge-l", "f1")}
+        values = {f"bleu-{k}": bleu(hyp, gold, k) for k in (1, 2, 3, 4)}
+        values.update({f"dist-{k}": distinct(hyp, k) for k in (1, 2, 3)})
+        values.update({"rouge-l": rouge_l(hyp, gold), "f1": unigram_f1(hyp, gold), "length": len(hyp)})
+        turns.append({"values": values, "grams": {k: ngrams(hyp, k) for k in (1, 2, 3)}})
+    return turns
+
+
+def from_turns(turns: Sequence[dict]) -> dict[str, float]:
+    """The averaged metrics (x100 except ``length``) and corpus Distinct-k of replies' ``reference_turns``."""
+    n = len(turns)
+    if n == 0:
+        raise ValueError("no predictions to evaluate")
+    out = {key: 100 * sum(t["values"][key] for t in turns) / n for key in AVERAGED}
     for k in (1, 2, 3):
-        out[f"corpus-dist-{k}"] = 100 * len(set(corpus[k])) / len(corpus[k]) if corpus[k] else 0.0
-    out["length"] = sums["length"] / n
+        grams = [g for t in turns for g in t["grams"][k]]
+        out[f"corpus-dist-{k}"] = 100 * len(set(grams)) / len(grams) if grams else 0.0
+    out["length"] = sum(t["values"]["length"] for t in turns) / n
     return out
+
+
+def reference_metrics(predictions: Sequence[str | None], references: Sequence[str]) -> dict[str, float]:
+    """The averaged metrics of predicted replies against the gold ones (x100 except ``length``)."""
+    return from_turns(reference_turns(predictions, references))

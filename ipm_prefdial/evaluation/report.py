@@ -40,14 +40,82 @@ def fmt(value) -> str:
     return f"{value:.3f}" if abs(value) < 1 and value != 0 else f"{value:.2f}"
 
 
+def ci_key(dotted: str) -> str:
+    """Where the interval of a metric is: ``strategy.lenient.Q`` -> ``strategy.lenient.ci95.Q``,
+    ``reference.bleu-1`` -> ``reference.ci95.bleu-1``."""
+    parts = dotted.split(".")
+    cut = 2 if parts[0] == "strategy" else 1
+    return ".".join([*parts[:cut], "ci95", *parts[cut:]])
+
+
+def with_ci(result: dict, dotted: str) -> str:
+    """A metric and its interval where it has one: ``22.96 [20.45, 25.44]``."""
+    value, ci = metric(result, dotted), metric(result, ci_key(dotted))
+    if value is None or not isinstance(ci, list):
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
 def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
-    """The console table's rows: each metric any system has, with every system's value."""
+    """The console table's rows: each metric any system has, with every system's value (and interval)."""
     rows = []
     for title, key in ROWS:
-        values = [metric(r, key) for r in results.values()]
-        if any(v is not None for v in values):
-            rows.append((title, [fmt(v) for v in values]))
+        if any(metric(r, key) is not None for r in results.values()):
+            rows.append((title, [with_ci(r, key) for r in results.values()]))
     return rows
+
+
+# which way is better, for the comparisons (None: neither; a reply length is better the closer it is to the gold's)
+LOWER = frozenset({"B", "dropped_ratio"})
+NEITHER = frozenset({"length"})
+
+
+def better(dotted: str) -> str | None:
+    last = dotted.rsplit(".", 1)[-1]
+    return None if last in NEITHER else "lower" if last in LOWER else "higher"
+
+
+def compare_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
+    """The comparison of a system with the baseline: (metric, A - B [interval], p, better, reading) per metric.
+    A difference is distinguishable from zero when its 95% interval leaves out 0."""
+    rows = []
+    compare = result.get("compare") or {}
+    for title, key in ROWS:
+        entry = metric(compare, key)
+        if not isinstance(entry, dict) or entry.get("diff") is None:
+            continue
+        diff, ci, p = entry["diff"], entry.get("ci95"), entry.get("p")
+        cell = f"{diff:+.3f}" if abs(diff) < 1 and diff != 0 else f"{diff:+.2f}"
+        if ci:
+            cell += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+        direction = better(key)
+        if not ci or ci[0] <= 0 <= ci[1]:
+            reading = "not distinguishable from 0"
+        elif direction is None:
+            reading = "differs"
+        else:
+            wins = (diff > 0) == (direction == "higher")
+            reading = "A better" if wins else "baseline better"
+        rows.append((title, cell, "-" if p is None else f"{p:.3f}", direction or "-", reading))
+    return rows
+
+
+def compare_markdown(results: dict[str, dict]) -> list[str]:
+    lines: list[str] = []
+    for name, result in results.items():
+        compare = result.get("compare")
+        if not compare:
+            continue
+        unmatched = compare["unmatched"]
+        lines += ["", f"## {name} (A) against {compare['baseline']}", "",
+                  f"Paired over the {compare['matched']} turns both files hold ({compare['dialogues']} dialogues; "
+                  f"unmatched: {unmatched['predictions']} of A, {unmatched['baseline']} of the baseline). "
+                  f"A - B with its 95% interval and two-sided p from a paired bootstrap over dialogues "
+                  f"({result['bootstrap']['resamples']} resamples, seed {result['bootstrap']['seed']}); a "
+                  "difference is distinguishable from 0 when its interval leaves 0 out.", "",
+                  "| metric | A - B [95% CI] | p | better | reading |", "|---|---:|---:|---|---|"]
+        lines += [f"| {t} | {d} | {p} | {b} | {r} |" for t, d, p, b, r in compare_rows(result)]
+    return lines
 
 
 def labels_of(results: dict[str, dict], mode: str = "lenient") -> list[str]:
@@ -76,25 +144,32 @@ def markdown(results: dict[str, dict]) -> str:
     total = f"the {min(sizes)} values sum to {min(sizes)}" if len(sizes) == 1 else \
         "each system's values sum to its number of strategies"
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for title, key in ROWS:
-        values = [metric(results[n], key) for n in names]
-        if all(v is None for v in values):
-            continue
-        lines.append(f"| {title} | " + " | ".join(fmt(v) for v in values) + " |")
+    for title, values in table_rows(results):
+        lines.append(f"| {title} | " + " | ".join(values) + " |")
     lines += ["", f"Preference p per strategy (lenient; 1 = no preference, {total}):", "",
               "| strategy | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for s in labels:
-        lines.append(f"| {s} | " + " | ".join(fmt((metric(results[n], "strategy.lenient.preference") or {}).get(s))
-                                            for n in names) + " |")
+        lines.append(f"| {s} | " + " | ".join(_preference_cell(results[n], s) for n in names) + " |")
     taxonomies = _taxonomies(results)
     if len(taxonomies) == 1:
         lines += ["", f"Strategy taxonomy: {taxonomies[0]} ({len(labels)} strategies)."]
     elif taxonomies:
         lines += ["", f"Strategy taxonomies: {', '.join(taxonomies)} (each system is scored with its own)."]
+    boot = next((r["bootstrap"] for r in results.values() if r.get("bootstrap")), None)
+    if boot:
+        lines += ["", f"Brackets: 95% intervals from {boot['resamples']} bootstrap resamples of the dialogues (seed "
+                      f"{boot['seed']}; the turns of a dialogue are resampled together)."]
     if any("rg-gold" in n for n in names):
         lines += ["", "rg-gold is given the gold strategy: its strategy metrics are perfect by construction; it is "
                       "the upper reference for the reply metrics."]
+    lines += compare_markdown(results)
     return "\n".join(lines) + "\n"
+
+
+def _preference_cell(result: dict, strategy: str) -> str:
+    value = (metric(result, "strategy.lenient.preference") or {}).get(strategy)
+    ci = (metric(result, "strategy.lenient.ci95.preference") or {}).get(strategy)
+    return fmt(value) if value is None or not ci else f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
 def preference_chart(results: dict[str, dict], path: Path, mode: str = "lenient") -> None:

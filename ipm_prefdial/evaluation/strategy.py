@@ -38,22 +38,6 @@ def match(label: str | None, taxonomy: Taxonomy | None = None) -> str | None:
     return (taxonomy or esconv()).canonical(label) if isinstance(label, str) else None
 
 
-def f1_scores(gold: Sequence[str], predicted: Sequence[str | None],
-              labels: Sequence[str] | None = None) -> dict[str, float | None]:
-    """Per-strategy F1 (0..1) over ``labels`` (ESConv's names by default); None for a strategy absent from both
-    gold and predictions. A prediction of None (strict mode, no "Others" label) credits no strategy."""
-    out: dict[str, float | None] = {}
-    for s in labels if labels is not None else esconv().names:
-        tp = sum(g == s and p == s for g, p in zip(gold, predicted, strict=True))
-        n_pred = sum(p == s for p in predicted)
-        n_gold = sum(g == s for g in gold)
-        if n_pred == 0 and n_gold == 0:
-            out[s] = None
-        else:
-            out[s] = 2 * tp / (n_pred + n_gold)
-    return out
-
-
 def win_matrix(gold: Sequence[str], predicted: Sequence[str | None],
                labels: Sequence[str] | None = None) -> list[list[int]]:
     """W[i][j]: turns where strategy i was predicted and j is gold (indices in the order of ``labels``, ESConv's
@@ -101,16 +85,19 @@ def bias(p: Sequence[float]) -> float:
     return math.sqrt(sum((x - mean) ** 2 for x in p) / len(p))
 
 
-def strategy_metrics(gold: Sequence[str], predicted: Sequence[str | None], mode: str,
-                     taxonomy: Taxonomy | None = None) -> dict:
-    """All strategy metrics of one mode over the labels of ``taxonomy`` (ESConv's by default). ``gold`` are labels
-    of the taxonomy (any spelling it accepts; anything else is a ValueError); ``predicted`` raw labels (or None)."""
+def strategy_counts(gold: Sequence[str], predicted: Sequence[str | None], mode: str,
+                    taxonomy: Taxonomy | None = None) -> tuple[list[list[int]], int]:
+    """The confusion counts of one mode and the turns it dropped: ``C[i][j]`` = turns predicted label i (index
+    ``len(labels)``: a prediction that credits no strategy) whose gold label is j, over the taxonomy's labels.
+    Every strategy metric is a function of these counts (``from_counts``), so the bootstrap adds up dialogues'
+    counts instead of rescoring turns."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     taxonomy = taxonomy or esconv()
     labels = taxonomy.names
+    index = {s: k for k, s in enumerate(labels)}
     fallback = taxonomy.canonical(OTHERS)
-    pairs: list[tuple[str, str | None]] = []
+    counts = [[0] * len(labels) for _ in range(len(labels) + 1)]
     dropped = 0
     for k, (raw_gold, raw) in enumerate(zip(gold, predicted, strict=True)):
         g = match(raw_gold, taxonomy)
@@ -123,22 +110,44 @@ def strategy_metrics(gold: Sequence[str], predicted: Sequence[str | None], mode:
                 dropped += 1
                 continue
             p = fallback  # None without an "Others" label: a wrong answer that credits no strategy
-        pairs.append((g, p))
-    golds, preds = [g for g, _ in pairs], [p for _, p in pairs]
-    per = f1_scores(golds, preds, labels)
+        counts[len(labels) if p is None else index[p]][index[g]] += 1
+    return counts, dropped
+
+
+def from_counts(counts: Sequence[Sequence[float]], dropped: float, turns: float, labels: Sequence[str]) -> dict:
+    """All strategy metrics of one mode from its confusion counts (``strategy_counts``; with the bootstrap's
+    weights the counts are weighted sums of dialogues' counts)."""
+    k = len(labels)
+    evaluated = sum(sum(row) for row in counts)
+    per: dict[str, float | None] = {}
+    support: dict[str, float] = {}
+    for i, s in enumerate(labels):
+        n_pred = sum(counts[i])
+        n_gold = sum(row[i] for row in counts)
+        support[s] = n_gold
+        per[s] = None if n_pred == 0 and n_gold == 0 else 2 * counts[i][i] / (n_pred + n_gold)
     present = [v for v in per.values() if v is not None]
-    support = {s: golds.count(s) for s in labels}
-    weighted = sum((per[s] or 0.0) * support[s] for s in labels) / len(golds) if golds else 0.0
-    p = preference(win_matrix(golds, preds, labels))
+    correct = sum(counts[i][i] for i in range(k))
+    weighted = sum((per[s] or 0.0) * support[s] for s in labels) / evaluated if evaluated else 0.0
+    p = preference([[counts[i][j] for j in range(k)] for i in range(k)])
     return {
         "Q": 100 * sum(present) / len(present) if present else 0.0,
         "weighted_f1": 100 * weighted,
-        "accuracy": 100 * sum(g == q for g, q in pairs) / len(pairs) if pairs else 0.0,
+        "accuracy": 100 * correct / evaluated if evaluated else 0.0,
         "per_strategy_f1": {s: (100 * v if v is not None else None) for s, v in per.items()},
         "preference": dict(zip(labels, p, strict=True)),
         "B": bias(p),
-        "turns": len(gold),
-        "evaluated": len(pairs),
+        "turns": turns,
+        "evaluated": evaluated,
         "dropped": dropped,
-        "dropped_ratio": dropped / len(gold) if gold else 0.0,
+        "dropped_ratio": dropped / turns if turns else 0.0,
     }
+
+
+def strategy_metrics(gold: Sequence[str], predicted: Sequence[str | None], mode: str,
+                     taxonomy: Taxonomy | None = None) -> dict:
+    """All strategy metrics of one mode over the labels of ``taxonomy`` (ESConv's by default). ``gold`` are labels
+    of the taxonomy (any spelling it accepts; anything else is a ValueError); ``predicted`` raw labels (or None)."""
+    taxonomy = taxonomy or esconv()
+    counts, dropped = strategy_counts(gold, predicted, mode, taxonomy)
+    return from_counts(counts, dropped, len(gold), taxonomy.names)
