@@ -8,6 +8,7 @@ eight (predictions made elsewhere, and by builds from before taxonomies). The me
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -138,36 +139,54 @@ def evaluate_files(files: Sequence[str | Path], taxonomy: Taxonomy | None = None
     scores when a judge engine is given (its progress shown on ``console``), each measurement's 95% interval from
     ``resamples`` dialogue resamples (none when 0), and with a ``baseline`` file, its own column (last) and a
     ``compare`` block in every other system's object (``compare_systems``)."""
-    systems: dict[str, tuple[list[dict], list[dict] | None, list[dict]]] = {}
+    systems: dict[str, Scored] = {}
     results: dict[str, dict] = {}
     paths = [*files, *([baseline] if baseline is not None else [])]
     for n, path in enumerate(paths):
-        rows = read_predictions(path, taxonomy)
-        label = label_of(path, rows)
+        scored = score_file(path, taxonomy, judge, cache_dir, console, resamples=resamples, seed=seed)
+        label = label_of(path, scored.rows)
         if baseline is not None and n == len(paths) - 1:
             label = f"baseline: {label}"
         if label in results:
             label = f"{label} [{len(results)}]"
-        replies = reference_turns([r["predicted_response"] for r in rows], [r["response"] for r in rows])
-        results[label] = evaluate(rows, taxonomy, replies)
-        per_turn = None
-        if judge is not None:
-            from ipm_prefdial.evaluation.judge_scores import judge_scores
-            from ipm_prefdial.progress import progress_bar
-
-            with progress_bar(console or Console(stderr=True)) as progress:
-                judged = judge_scores(rows, judge, cache_dir=cache_dir, progress=progress)
-            per_turn = judged.pop("per_turn")
-            results[label]["judge"] = judged["scores"]
-            results[label]["judge_details"] = {k: v for k, v in judged.items() if k != "scores"}
-        if resamples:
-            with_intervals(results[label], rows, per_turn, resamples, seed, replies)
-        systems[label] = (rows, per_turn, replies)
+        results[label], systems[label] = scored.result, scored
     if baseline is not None:
         base = list(results)[-1]
         for label in list(results)[:-1]:
             results[label]["compare"] = compare_systems(systems[label], systems[base], base, resamples, seed)
     return results
+
+
+@dataclass
+class Scored:
+    """One predictions file scored: its metrics (``result``) and what a paired comparison reads again."""
+
+    result: dict
+    rows: list[dict]
+    judged: list[dict] | None  # per turn, {dimension: score or None}
+    replies: list[dict]  # per turn, ``reference_turns``
+
+
+def score_file(path: str | Path, taxonomy: Taxonomy | None = None, judge: EngineSpec | None = None,
+               cache_dir: str | None = None, console: Console | None = None, *, resamples: int = RESAMPLES,
+               seed: int = SEED) -> Scored:
+    """One predictions file's metrics, judge scores (with a judge engine) and 95% intervals (``resamples`` > 0)."""
+    rows = read_predictions(path, taxonomy)
+    replies = reference_turns([r["predicted_response"] for r in rows], [r["response"] for r in rows])
+    result = evaluate(rows, taxonomy, replies)
+    judged = None
+    if judge is not None:
+        from ipm_prefdial.evaluation.judge_scores import judge_scores
+        from ipm_prefdial.progress import progress_bar
+
+        with progress_bar(console or Console(stderr=True)) as progress:
+            answers = judge_scores(rows, judge, cache_dir=cache_dir, progress=progress)
+        judged = answers.pop("per_turn")
+        result["judge"] = answers["scores"]
+        result["judge_details"] = {k: v for k, v in answers.items() if k != "scores"}
+    if resamples:
+        with_intervals(result, rows, judged, resamples, seed, replies)
+    return Scored(result, rows, judged, replies)
 
 
 def with_intervals(result: dict, rows: list[dict], judged: list[dict] | None, resamples: int, seed: int,
@@ -184,11 +203,12 @@ def with_intervals(result: dict, rows: list[dict], judged: list[dict] | None, re
     result["bootstrap"] = {"resamples": resamples, "unit": "dialogue", "seed": seed, "dialogues": len(dialogues)}
 
 
-def compare_systems(a: tuple, b: tuple, baseline: str, resamples: int, seed: int) -> dict:
+def compare_systems(a: Scored, b: Scored, baseline: str, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
     """A against the baseline B over the turns both hold (matched by ``id``): each measurement's difference
     A - B with its interval and two-sided p from a paired bootstrap over their dialogues, mirroring the metric
-    groups. ``a`` and ``b``: (rows, judge scores per turn or None, ``reference_turns`` or None)."""
-    (rows_a, judged_a, replies_a), (rows_b, judged_b, replies_b) = a, b
+    groups."""
+    rows_a, judged_a, replies_a = a.rows, a.judged, a.replies
+    rows_b, judged_b, replies_b = b.rows, b.judged, b.replies
     if rows_a[0].get(TAXONOMY_FIELD) != rows_b[0].get(TAXONOMY_FIELD):
         raise PredictionsError(f"--baseline {baseline}: scored with another strategy taxonomy than the predictions; "
                                "give both the same one with --taxonomy")
@@ -202,10 +222,8 @@ def compare_systems(a: tuple, b: tuple, baseline: str, resamples: int, seed: int
     dialogues = dialogues_of(pick_a)
     judge_a = [judged_a[n] for n in common] if judged_a is not None else None
     judge_b = [judged_b[at_b[rows_a[n]["id"]]] for n in common] if judged_b is not None else None
-    sums_a = DialogueSums(pick_a, taxonomy, dialogues, judge_a,
-                          [replies_a[n] for n in common] if replies_a is not None else None)
-    sums_b = DialogueSums(pick_b, taxonomy, dialogues, judge_b,
-                          [replies_b[at_b[rows_a[n]["id"]]] for n in common] if replies_b is not None else None)
+    sums_a = DialogueSums(pick_a, taxonomy, dialogues, judge_a, [replies_a[n] for n in common])
+    sums_b = DialogueSums(pick_b, taxonomy, dialogues, judge_b, [replies_b[at_b[rows_a[n]["id"]]] for n in common])
     diffs = paired(sums_a, sums_b, draws(len(dialogues), resamples, seed))
     out: dict = {"baseline": baseline, "matched": len(common),
                  "unmatched": {"predictions": len(rows_a) - len(common), "baseline": len(rows_b) - len(common)},

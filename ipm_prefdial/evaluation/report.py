@@ -8,6 +8,7 @@ one of a system's."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 ROWS = [
@@ -98,6 +99,40 @@ def compare_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
             reading = "A better" if wins else "baseline better"
         rows.append((title, cell, "-" if p is None else f"{p:.3f}", direction or "-", reading))
     return rows
+
+
+def diff_cell(entry: dict | None) -> str:
+    """A difference as the comparison tables show it: ``+1.06 [-1.68, 3.67], p 0.448``, starred when its interval
+    leaves 0 out."""
+    if not isinstance(entry, dict) or entry.get("diff") is None:
+        return "-"
+    diff, ci, p = entry["diff"], entry.get("ci95"), entry.get("p")
+    cell = f"{diff:+.3f}" if abs(diff) < 1 and diff != 0 else f"{diff:+.2f}"
+    if ci:
+        cell += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+    if p is not None:
+        cell += f", p {p:.3f}"
+    return cell + (" *" if ci and not ci[0] <= 0 <= ci[1] else "")
+
+
+def comparisons_markdown(comparisons: dict[str, dict], keys: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    """One table of several paired comparisons (columns: ``name -> compare block``), rows ``keys`` (default: the
+    report's metrics); a legend says how to read it."""
+    if not comparisons:
+        return []
+    keys = keys or ROWS
+    names = list(comparisons)
+    lines = ["| metric (better) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for title, key in keys:
+        cells = [diff_cell(metric(c, key)) for c in comparisons.values()]
+        if all(cell == "-" for cell in cells):
+            continue
+        lines.append(f"| {title} ({better(key) or 'neither'}) | " + " | ".join(cells) + " |")
+    first = next(iter(comparisons.values()))
+    lines += ["", f"Each cell: A - B on the turns both hold ({first['matched']} turns, {first['dialogues']} dialogues "
+                  "in the first), its 95% interval and two-sided p from a paired bootstrap over dialogues; * where "
+                  "the interval leaves 0 out (distinguishable from no difference)."]
+    return lines
 
 
 def compare_markdown(results: dict[str, dict]) -> list[str]:

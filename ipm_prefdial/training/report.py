@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ipm_prefdial.evaluation.report import comparisons_markdown, metric, with_ci
+
 
 def _f(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -75,11 +77,17 @@ def write_report(metrics: dict, path: Path, curves: Path) -> None:
         for title, keys in rows:
             values = []
             for a, st in cols:
-                v = metrics[a]["test"][st]
-                for k in keys:
-                    v = v[k]
-                values.append(_f(v, 2) if isinstance(v, float) else str(v))
+                result = metrics[a]["test"][st]
+                v = metric(result, ".".join(keys))
+                values.append(with_ci(result, ".".join(keys)) if isinstance(v, float) else str(v))
             lines.append(f"| {title} | " + " | ".join(values) + " |")
+        boot = metrics[arms[0]]["test"]["dpo"].get("bootstrap")
+        if boot:
+            lines += ["", f"Brackets: 95% intervals from {boot['resamples']} bootstrap resamples of the "
+                          f"{boot['dialogues']} test dialogues."]
+        if metrics.get("comparisons"):
+            lines += ["", "### Paired differences", "",
+                      *comparisons_markdown(metrics["comparisons"], [(t, ".".join(k)) for t, k in rows[1:]])]
         # the strategies of the build's taxonomy, as the metrics list them (ESConv's eight, ExTES's sixteen, ...)
         lines += ["", "Preference p (lenient) after DPO: " + "; ".join(
             f"{a}: " + ", ".join(f"{s} {p:.2f}" for s, p in metrics[a]["test"]["dpo"]["strategy"]["lenient"]
@@ -105,11 +113,13 @@ def _reading(metrics: dict, tasks: list[str]) -> str:
         text += (f"This is a `--quick` run: a 135M model, {caps['sft_examples']} SFT examples and "
                  f"{caps['dpo_pairs']} DPO pairs per model, sequences of at most {caps['max_length']} tokens, "
                  f"{turns} test turns. Differences between SFT and DPO, or between decoupled and joint, at this "
-                 "size are within noise: a handful of test turns moves Q by several points, and a 135M model "
+                 "size are within noise (the intervals and the paired differences above say how far from "
+                 "distinguishable each is): a handful of test turns moves Q by several points, and a 135M model "
                  "mostly repeats one or two strategies. The run shows that the whole recipe runs end to end; "
                  "evidence that the pairs help needs the full configuration (a 7B-8B model on a GPU, all pairs, "
                  "all 1,792 test turns).")
     else:
         text += ("Compare Q and B of decoupled vs joint after DPO with the SFT rows: the paper's claim is that "
-                 "decoupled DPO lowers the preference bias B while keeping or raising Q.")
+                 "decoupled DPO lowers the preference bias B while keeping or raising Q. A difference counts where "
+                 "its paired interval leaves 0 out (starred).")
     return text

@@ -54,10 +54,13 @@ def train(cfg: TrainConfig, log=print, cache_dir: str | None = None) -> dict:
                 f"logit difference from the merged model {final['max_abs_logit_diff']:.2e}")
         write_json(out / "metrics.json", metrics)  # progress survives an interrupted run
     write_json(out / "trainer_logs.json", logs)
+    scored = {}
     for arm in cfg.arms:
         metrics[arm] = {"test": {}}
         for stage in STAGES:
-            metrics[arm]["test"][stage] = _evaluate(arm, stage, cfg, out, log, taxonomy)
+            scored[arm, stage] = _evaluate(arm, stage, cfg, out, log, taxonomy)
+            metrics[arm]["test"][stage] = scored[arm, stage].result
+    metrics["comparisons"] = comparisons(scored)
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     write_json(out / "metrics.json", metrics)
     from ipm_prefdial.training.report import training_curves, write_report
@@ -73,8 +76,28 @@ def _caps(cfg: TrainConfig) -> dict:
             "heldout_pairs": cfg.heldout_pairs, "test_turns": cfg.test_turns, "eval_max_tokens": cfg.eval_max_tokens}
 
 
-def _evaluate(arm: str, stage: str, cfg: TrainConfig, out: Path, log, taxonomy: Taxonomy) -> dict:
-    from ipm_prefdial.evaluation.evaluate import evaluate, read_predictions
+# (A, B) pairs of (arm, stage) compared on the test turns: the paper's claim, and what DPO adds to each arm
+COMPARISONS = ((("decoupled", "sft"), ("joint", "sft")), (("decoupled", "dpo"), ("joint", "dpo")),
+               (("decoupled", "dpo"), ("decoupled", "sft")), (("joint", "dpo"), ("joint", "sft")))
+
+
+def system_name(arm: str, stage: str) -> str:
+    return f"{arm} {stage.upper()}"
+
+
+def comparisons(scored: dict) -> dict:
+    """The paired comparisons (``COMPARISONS``) of the systems ``scored`` holds, keyed ``"A - B"``."""
+    from ipm_prefdial.evaluation.evaluate import compare_systems
+
+    out = {}
+    for a, b in COMPARISONS:
+        if a in scored and b in scored:
+            out[f"{system_name(*a)} - {system_name(*b)}"] = compare_systems(scored[a], scored[b], system_name(*b))
+    return out
+
+
+def _evaluate(arm: str, stage: str, cfg: TrainConfig, out: Path, log, taxonomy: Taxonomy):
+    from ipm_prefdial.evaluation.evaluate import score_file
     from ipm_prefdial.evaluation.infer import InferConfig, infer
 
     system = "decoupled" if arm == "decoupled" else "joint"
@@ -84,11 +107,12 @@ def _evaluate(arm: str, stage: str, cfg: TrainConfig, out: Path, log, taxonomy: 
                                 limit=cfg.test_turns, concurrency=cfg.eval_batch_size, cache_dir=str(out / "cache"),
                                 rg_max_tokens=cfg.eval_max_tokens, vm_max_tokens=cfg.eval_max_tokens + 8,
                                 context_tokens=cfg.max_length, **models))
-    result = evaluate(read_predictions(path, taxonomy), taxonomy)
+    scored = score_file(path, taxonomy)
+    result = scored.result
     lenient = result["strategy"]["lenient"]
     log(f"{arm} after {stage.upper()}: {summary['rows']} test turns, Q {lenient['Q']:.2f}, B {lenient['B']:.3f}, "
         f"BLEU-2 {result['reference']['bleu-2']:.2f}, ROUGE-L {result['reference']['rouge-l']:.2f}")
-    return result
+    return scored
 
 
 def non_finite(metrics: dict, prefix: str = "") -> list[str]:
