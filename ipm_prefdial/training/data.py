@@ -3,7 +3,6 @@ sample, pairs selected by the judge, and prompts shortened from the left so the 
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +53,6 @@ def load_split(data: str | Path, config: str, split: str) -> list[dict]:
         return list(load_dataset(str(root), config, split=split))
     except ValueError as exc:  # unknown split
         raise TrainDataError(f"{root}: {config} has no {split} split ({exc})") from None
-
-
-def sample(rows: list[dict], cap: int | None, seed: int) -> list[dict]:
-    """A seeded sample of at most ``cap`` rows, in their original order."""
-    if cap is None or len(rows) <= cap:
-        return rows
-    keep = sorted(random.Random(seed).sample(range(len(rows)), cap))
-    return [rows[i] for i in keep]
 
 
 @dataclass

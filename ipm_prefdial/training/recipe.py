@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import math
+import random
 import time
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from ipm_prefdial.training.data import (
     TrainDataError,
     fit_prompt,
     load_split,
-    sample,
     select_pairs,
 )
 from ipm_prefdial.training.models import (
@@ -58,7 +58,7 @@ def _common_args(cfg: TrainConfig, stage, out: Path, steps_hint: int) -> dict:
     )
 
 
-def _fit_rows(rows: list[dict], tok, cfg: TrainConfig, answer_keys: tuple[str, ...]
+def _fit_rows(rows: list[dict], tok, cfg: TrainConfig, answer_keys: tuple[str, ...], empty_ok: bool = False
               ) -> tuple[list[dict], int, int]:
     """Rows with prompts shortened from the left to fit max_length: (rows, how many were shortened, how many were
     left out because not even the system prompt, the current turn and the answer fit)."""
@@ -72,10 +72,34 @@ def _fit_rows(rows: list[dict], tok, cfg: TrainConfig, answer_keys: tuple[str, .
             continue
         shortened += prompt != r["prompt"]
         out.append({**r, "prompt": prompt})
-    if rows and not out:
+    if rows and not out and not empty_ok:
         raise TrainDataError(f"max_length {cfg.max_length}: no example fits (system prompt and current turn are "
                            f"longer); raise max_length")
     return out, shortened, dropped
+
+
+def _fit_sample(rows: list[dict], tok, cfg: TrainConfig, answer_keys: tuple[str, ...], cap: int | None
+                ) -> tuple[list[dict], int, int, int]:
+    """A seeded sample of at most ``cap`` rows among those that fit ``max_length`` (prompts shortened as
+    ``_fit_rows`` does), in their original order: (rows, shortened, left out as too long, rows examined). Rows are
+    examined in a seeded order until ``cap`` fit, so a cap of a dozen does not tokenise all 14,763 SFT rows."""
+    if cap is None or cap >= len(rows):
+        fitted, shortened, dropped = _fit_rows(rows, tok, cfg, answer_keys)
+        return fitted, shortened, dropped, len(rows)
+    order = random.Random(cfg.seed).sample(range(len(rows)), len(rows))
+    picked: list[tuple[int, dict]] = []
+    shortened = dropped = examined = 0
+    for i in order:
+        if len(picked) == cap:
+            break
+        examined += 1
+        fitted, short, too_long = _fit_rows([rows[i]], tok, cfg, answer_keys, empty_ok=True)
+        shortened, dropped = shortened + short, dropped + too_long
+        picked += [(i, r) for r in fitted]
+    if not picked:
+        raise TrainDataError(f"max_length {cfg.max_length}: no example fits (system prompt and current turn are "
+                             f"longer); raise max_length")
+    return [r for _, r in sorted(picked, key=lambda item: item[0])], shortened, dropped, examined
 
 
 def _quiet(trainer) -> None:
@@ -97,9 +121,8 @@ def run_sft(task: str, base: str, cfg: TrainConfig, out: Path, log) -> dict:
 
     rows = load_split(cfg.data, SFT_CONFIG[task], "train")
     model, tok = load_model(base, cfg.dtype)
-    # fit first, then cap: the cap counts examples that can actually be trained on
-    fitted, shortened, too_long = _fit_rows(rows, tok, cfg, ("completion",))
-    fitted = sample(fitted, cfg.sft.max_examples, cfg.seed)
+    # the cap counts examples that can actually be trained on
+    fitted, shortened, too_long, examined = _fit_sample(rows, tok, cfg, ("completion",), cfg.sft.max_examples)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in fitted])
     args = SFTConfig(**_common_args(cfg, cfg.sft, out, _steps(len(fitted), cfg.sft)), completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
@@ -118,8 +141,8 @@ def run_sft(task: str, base: str, cfg: TrainConfig, out: Path, log) -> dict:
     tok.save_pretrained(target)
     tokens = sum(len(tok.apply_chat_template([*r["prompt"], *r["completion"]], tokenize=True, return_dict=False))
                  for r in fitted) * max(1.0, cfg.sft.epochs)
-    log(f"{task.upper()} SFT: {len(fitted)} examples ({shortened} prompts shortened, {too_long} too long for "
-        f"max_length {cfg.max_length} left out), {len(losses)} logged steps, "
+    log(f"{task.upper()} SFT: {len(fitted)} examples ({examined} examined: {shortened} prompts shortened, "
+        f"{too_long} too long for max_length {cfg.max_length} left out), {len(losses)} logged steps, "
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, {seconds:.0f} s" if losses else f"{task.upper()} SFT done")
     metrics = {
         "examples": len(fitted), "examples_too_long": too_long, "prompts_shortened": shortened,
@@ -160,10 +183,10 @@ def run_dpo(task: str, sft_dir: str, cfg: TrainConfig, out: Path, log) -> dict:
     if not selection.rows:
         raise TrainDataError(f"{cfg.data}: {PAIR_CONFIG[task]} has no train pairs to train {task.upper()} with DPO")
     model, tok = load_model(sft_dir, cfg.dtype)
-    fitted, shortened, too_long = _fit_rows(selection.rows, tok, cfg, ("chosen", "rejected"))
-    fitted = sample(fitted, cfg.dpo.max_examples, cfg.seed)
-    held, _, _ = _fit_rows(load_split(cfg.data, PAIR_CONFIG[task], "validation"), tok, cfg, ("chosen", "rejected"))
-    held = sample(held, cfg.heldout_pairs, cfg.seed)
+    fitted, shortened, too_long, _ = _fit_sample(selection.rows, tok, cfg, ("chosen", "rejected"),
+                                                 cfg.dpo.max_examples)
+    validation = load_split(cfg.data, PAIR_CONFIG[task], "validation")
+    held = _fit_sample(validation, tok, cfg, ("chosen", "rejected"), cfg.heldout_pairs)[0] if validation else []
     bs = cfg.eval_batch_size
     train_before = _pair_margins(model, tok, fitted, bs)
     held_before = _pair_margins(model, tok, held, bs)
