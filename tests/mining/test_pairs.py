@@ -96,12 +96,13 @@ def served_requests(url: str) -> float:
     return sum(float(line.split()[-1]) for line in lines)
 
 
-def test_openai_engine_against_a_separate_llama_server(pairs_build, separate_server, tmp_path):
+def test_openai_engine_against_a_separate_llama_server(pairs_build, separate_server, short_corpus, tmp_path):
     """Mining through HTTP at a server ipm did not start (the judge is covered by the embedded build above; it is
-    left out here to keep the suite short: its requests take the same path)."""
+    left out here to keep the suite short: its requests take the same path), on six short dialogues."""
     assert served_requests(separate_server) == 0
     out = tmp_path / "via-http"
-    result = runner.invoke(app, ["build", *PAIR_BUILD_ARGS, "--no-judge", "--engine", "openai",
+    result = runner.invoke(app, ["build", *PAIR_BUILD_ARGS, "--source", "json", "--source-path", str(short_corpus),
+                                 "--split", "random", "--limit", "2", "--no-judge", "--engine", "openai",
                                  "--base-url", separate_server + "/v1", "--out", str(out),
                                  "--cache-dir", str(tmp_path / "fresh-cache")])
     assert result.exit_code == 0, result.output
