@@ -1,4 +1,4 @@
-"""The commands about models: ``train``, ``infer``, ``eval``, ``engine-check``."""
+"""The commands about models: ``train``, ``reproduce``, ``infer``, ``eval``, ``engine-check``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,31 @@ def train(
     metrics = run_train(cfg, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True),
                         cache_dir=cache_dir)
     render.train_summary(out, cfg, metrics)
+
+
+@command()
+def reproduce(
+    quick: bool = typer.Option(False, "--quick", help="The laptop preset: SmolLM2-135M, one dialogue of each split "
+                                                      "mined, ipm train --quick's caps (~20 min on a 2-core CPU)."),
+    config: Path | None = typer.Option(None, "--config", help="ReproduceConfig YAML (source, limit, build:, train:, "
+                                                              "bootstrap; see configs/reproduce_gpu.yaml)."),
+    out_dir: str | None = typer.Option(None, "--out", help="Run directory (default runs/reproduce, or "
+                                                           "runs/reproduce-quick)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Dialogues of each split mined (default: the "
+                                                                  "config's; the SFT data is always whole)."),
+    cache_dir: str | None = typer.Option(None, help="Where the bundled model is dequantised (default: the cache)."),
+) -> None:
+    """The paper's loop, resumable: SFT data -> SFT (SP, RG, VM) -> mining with the SFT models -> judge -> DPO ->
+    inference -> evaluation with intervals and paired comparisons. Writes OUT/stages.json, OUT/results.json,
+    OUT/report.md; a rerun skips every stage whose inputs and settings did not change."""
+    from ipm_prefdial.reproduce.config import ReproduceConfig
+    from ipm_prefdial.reproduce.loop import Loop
+
+    cfg = ReproduceConfig.load(config, quick=quick, out=out_dir, limit=limit)
+    loop = Loop(cfg, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True),
+                cache_dir=cache_dir)
+    summary = loop.run()
+    render.reproduce_summary(out, cfg, summary)
 
 
 @command()

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ipm_prefdial.errors import IncompleteError
+from ipm_prefdial.release.manifest import incomplete_line
 
 
 def accounting(acc: dict) -> str:
@@ -73,29 +74,6 @@ def build_summary(out: Console, result) -> None:
                   f"{': ' + roles if roles else ''}{cap}")
     if not result.complete:
         raise IncompleteError(incomplete_line(m))
-
-
-def incomplete_line(m: dict) -> str:
-    """Why a build is incomplete and what completes it, in one line."""
-    left = dict(m["incomplete"]["transient_failures"])
-    written = "the build is written but marked incomplete (manifest.json complete: false)"
-    spend, exported = m.get("spend") or {}, m["incomplete"].get("exported")
-    if left.pop("spend_cap", 0):
-        return (f"spend cap reached: --max-spend {spend['max_spend']:g} USD; this build's answers cost "
-                f"{spend['usd']:.4f} USD ({spend['usd_this_run']:.4f} in this run) and {spend['requests_not_sent']:,} "
-                f"requests were not sent; {written}. Run the same command with a higher --max-spend to go on.")
-    pending = left.pop("batch_pending", 0)
-    if exported:
-        return (f"{pending:,} requests written as batch files ({', '.join(exported)}); {written}. Run them (vllm "
-                "run-batch -i FILE -o OUTPUT --model ..., or a provider's batch API), then ipm batches import OUTPUT "
-                "(same --cache-dir) and run the same command again.")
-    if pending:
-        more = f" ({sum(left.values())} more ended in transient failures)" if left else ""
-        return (f"{pending:,} requests are in batches still running at the provider{more}; {written}. Run the same "
-                "command again to collect them (ipm batches list shows them).")
-    kinds = ", ".join(f"{k} {v}" for k, v in left.items())
-    return (f"{sum(left.values())} requests ended in transient failures ({kinds}); {written}. Run the same command "
-            "again to send them again and complete it.")
 
 
 DRY_RUN_COLUMNS = (("requests", "requests"), ("cached", "cached"), ("send", "to send"),
@@ -190,6 +168,21 @@ def train_summary(out: Console, cfg, metrics: dict) -> None:
             lenient = metrics[arm]["test"][stage]["strategy"]["lenient"]
             out.print(f"{arm} {stage.upper()}: Q {lenient['Q']:.2f}, B {lenient['B']:.3f} "
                       f"({metrics[arm]['test'][stage]['turns']} test turns)")
+
+
+def reproduce_summary(out: Console, cfg, summary: dict) -> None:
+    ran = summary["ran"]
+    table = Table(title=f"ipm reproduce -> {cfg.out} ({summary['seconds']:.0f} s; ran {len(ran)} of "
+                        f"{len(summary['stages'])} stages)", title_justify="left")
+    for column in ("stage", "status", "seconds", "this run"):
+        table.add_column(column)
+    for name, record in summary["stages"].items():
+        table.add_row(name, record["status"], str(record.get("seconds", "-")), "ran" if name in ran else "skipped")
+    out.print(table)
+    results = summary["stages"].get("eval", {}).get("summary") or {}
+    for name, m in results.items():
+        out.print(f"{name}: Q {m['Q']:.2f}, B {m['B']:.3f} (intervals and comparisons: {cfg.out}/report.md)",
+                  highlight=False)
 
 
 def engine_check(out: Console, engine, stats, startup: float) -> None:

@@ -66,6 +66,11 @@ def table_rows(results: dict[str, dict]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+# Fewer dialogues than this and no difference is called distinguishable: with n dialogues a resample is one of only
+# (2n-1 choose n) multisets, and when every dialogue leans the same way (likely with two or three) every resample
+# does, so the bootstrap's p hits its floor whatever the effect. The figures are still given.
+MIN_DIALOGUES = 10
+
 # which way is better, for the comparisons (None: neither; a reply length is better the closer it is to the gold's)
 LOWER = frozenset({"B", "dropped_ratio"})
 NEITHER = frozenset({"length"})
@@ -81,6 +86,7 @@ def compare_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
     A difference is distinguishable from zero when its 95% interval leaves out 0."""
     rows = []
     compare = result.get("compare") or {}
+    few = compare.get("dialogues", 0) < MIN_DIALOGUES
     for title, key in ROWS:
         entry = metric(compare, key)
         if not isinstance(entry, dict) or entry.get("diff") is None:
@@ -90,7 +96,9 @@ def compare_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
         if ci:
             cell += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
         direction = better(key)
-        if not ci or ci[0] <= 0 <= ci[1]:
+        if few:
+            reading = f"too few dialogues ({compare['dialogues']}) to tell"
+        elif not ci or ci[0] <= 0 <= ci[1]:
             reading = "not distinguishable from 0"
         elif direction is None:
             reading = "differs"
@@ -101,9 +109,9 @@ def compare_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def diff_cell(entry: dict | None) -> str:
+def diff_cell(entry: dict | None, few: bool = False) -> str:
     """A difference as the comparison tables show it: ``+1.06 [-1.68, 3.67], p 0.448``, starred when its interval
-    leaves 0 out."""
+    leaves 0 out (never when it rests on too ``few`` dialogues)."""
     if not isinstance(entry, dict) or entry.get("diff") is None:
         return "-"
     diff, ci, p = entry["diff"], entry.get("ci95"), entry.get("p")
@@ -112,7 +120,7 @@ def diff_cell(entry: dict | None) -> str:
         cell += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
     if p is not None:
         cell += f", p {p:.3f}"
-    return cell + (" *" if ci and not ci[0] <= 0 <= ci[1] else "")
+    return cell + (" *" if ci and not ci[0] <= 0 <= ci[1] and not few else "")
 
 
 def comparisons_markdown(comparisons: dict[str, dict], keys: Sequence[tuple[str, str]] | None = None) -> list[str]:
@@ -124,7 +132,7 @@ def comparisons_markdown(comparisons: dict[str, dict], keys: Sequence[tuple[str,
     names = list(comparisons)
     lines = ["| metric (better) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for title, key in keys:
-        cells = [diff_cell(metric(c, key)) for c in comparisons.values()]
+        cells = [diff_cell(metric(c, key), c.get("dialogues", 0) < MIN_DIALOGUES) for c in comparisons.values()]
         if all(cell == "-" for cell in cells):
             continue
         lines.append(f"| {title} ({better(key) or 'neither'}) | " + " | ".join(cells) + " |")
@@ -132,6 +140,11 @@ def comparisons_markdown(comparisons: dict[str, dict], keys: Sequence[tuple[str,
     lines += ["", f"Each cell: A - B on the turns both hold ({first['matched']} turns, {first['dialogues']} dialogues "
                   "in the first), its 95% interval and two-sided p from a paired bootstrap over dialogues; * where "
                   "the interval leaves 0 out (distinguishable from no difference)."]
+    few = min(c.get("dialogues", 0) for c in comparisons.values())
+    if few < MIN_DIALOGUES:
+        lines += ["", f"Only {few} dialogue(s): nothing is starred. With so few, every resample can lean the same way "
+                      f"and p falls to its floor whatever the effect; the intervals need at least {MIN_DIALOGUES} "
+                      "dialogues to mean much."]
     return lines
 
 

@@ -72,3 +72,26 @@ def write_release(out: Path, manifest: dict) -> None:
     """The card, then the manifest (last: a build stopped before it is visibly incomplete)."""
     write_bytes_atomic(out / "README.md", render_card(manifest, out.resolve().name).encode("utf-8"))
     write_bytes_atomic(out / "manifest.json", (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def incomplete_line(m: dict) -> str:
+    """Why a build is incomplete and what completes it, in one line."""
+    left = dict(m["incomplete"]["transient_failures"])
+    written = "the build is written but marked incomplete (manifest.json complete: false)"
+    spend, exported = m.get("spend") or {}, m["incomplete"].get("exported")
+    if left.pop("spend_cap", 0):
+        return (f"spend cap reached: --max-spend {spend['max_spend']:g} USD; this build's answers cost "
+                f"{spend['usd']:.4f} USD ({spend['usd_this_run']:.4f} in this run) and {spend['requests_not_sent']:,} "
+                f"requests were not sent; {written}. Run the same command with a higher --max-spend to go on.")
+    pending = left.pop("batch_pending", 0)
+    if exported:
+        return (f"{pending:,} requests written as batch files ({', '.join(exported)}); {written}. Run them (vllm "
+                "run-batch -i FILE -o OUTPUT --model ..., or a provider's batch API), then ipm batches import OUTPUT "
+                "(same --cache-dir) and run the same command again.")
+    if pending:
+        more = f" ({sum(left.values())} more ended in transient failures)" if left else ""
+        return (f"{pending:,} requests are in batches still running at the provider{more}; {written}. Run the same "
+                "command again to collect them (ipm batches list shows them).")
+    kinds = ", ".join(f"{k} {v}" for k, v in left.items())
+    return (f"{sum(left.values())} requests ended in transient failures ({kinds}); {written}. Run the same command "
+            "again to send them again and complete it.")

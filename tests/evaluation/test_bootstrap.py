@@ -18,8 +18,8 @@ Q, INFO = "Question", "Information"
 
 
 def turn(dialog: str, n: int, gold: str, predicted: str | None, reply: str = "fine", answer: str = "fine") -> dict:
-    return {"id": f"{dialog}-{n}", "dialog_id": dialog, "turn_index": n, "strategy": gold, "predicted_strategy": predicted,
-            "response": answer, "predicted_response": reply}
+    return {"id": f"{dialog}-{n}", "dialog_id": dialog, "turn_index": n, "strategy": gold,
+            "predicted_strategy": predicted, "response": answer, "predicted_response": reply}
 
 
 def every_resample(dialogues: int) -> np.ndarray:
@@ -102,9 +102,10 @@ def write(path, rows):
 
 
 def test_eval_with_a_baseline_writes_intervals_and_the_comparison(tmp_path):
-    # A is right on dialogues a-d, B on none; each file has one turn the other lacks
-    a = write(tmp_path / "a.jsonl", [turn(d, n, Q, Q) for d in "abcd" for n in range(2)] + [turn("e", 0, Q, Q)])
-    b = write(tmp_path / "b.jsonl", [turn(d, n, Q, INFO) for d in "abcd" for n in range(2)] + [turn("f", 0, Q, Q)])
+    # A is right on the 12 dialogues a-l, B on none; each file has one turn the other lacks
+    a = write(tmp_path / "a.jsonl", [turn(d, n, Q, Q) for d in "abcdefghijkl" for n in range(2)] + [turn("x", 0, Q, Q)])
+    b = write(tmp_path / "b.jsonl", [turn(d, n, Q, INFO) for d in "abcdefghijkl" for n in range(2)]
+              + [turn("y", 0, Q, Q)])
     args = ["eval", "--predictions", str(a), "--baseline", str(b), "--bootstrap", "200", "--seed", "3"]
     first = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "one.json"), "--report", str(tmp_path / "r")])
     assert first.exit_code == 0, first.output
@@ -112,12 +113,12 @@ def test_eval_with_a_baseline_writes_intervals_and_the_comparison(tmp_path):
     assert again.exit_code == 0, again.output
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
     result = json.loads((tmp_path / "one.json").read_text())
-    assert result["bootstrap"] == {"resamples": 200, "unit": "dialogue", "seed": 3, "dialogues": 5}
+    assert result["bootstrap"] == {"resamples": 200, "unit": "dialogue", "seed": 3, "dialogues": 13}
     assert result["strategy"]["lenient"]["ci95"]["accuracy"] == [100.0, 100.0]
     assert set(result["strategy"]["lenient"]["ci95"]["preference"]) == set(builtin("esconv").names)
     compare = result["compare"]
     assert (compare["matched"], compare["unmatched"], compare["dialogues"]) == \
-        (8, {"predictions": 1, "baseline": 1}, 4)
+        (24, {"predictions": 1, "baseline": 1}, 12)
     assert compare["strategy"]["lenient"]["accuracy"] == {"diff": 100.0, "ci95": [100.0, 100.0],
                                                           "p": pytest.approx(2 / 201)}
     assert compare["reference"]["f1"] == {"diff": 0.0, "ci95": [0.0, 0.0], "p": 1.0}
@@ -127,7 +128,16 @@ def test_eval_with_a_baseline_writes_intervals_and_the_comparison(tmp_path):
     assert "| Q (macro-F1, lenient) | +100.00 [100.00, 100.00] | 0.010 | higher | A better |" in report
     assert "| B (bias, lenient) |" in report and "| F1 | +0.00 [0.00, 0.00] | 1.000 | higher | not distinguishable" \
         in report
-    assert "paired over 8 turns" in " ".join(first.output.split())
+    assert "paired over 24 turns" in " ".join(first.output.split())
+    # on 4 dialogues the same difference is given, but not called distinguishable
+    few = [tmp_path / "few-a.jsonl", tmp_path / "few-b.jsonl"]
+    write(few[0], [turn(d, 0, Q, Q) for d in "abcd"])
+    write(few[1], [turn(d, 0, Q, INFO) for d in "abcd"])
+    result = CliRunner().invoke(app, ["eval", "--predictions", str(few[0]), "--baseline", str(few[1]), "--report",
+                                      str(tmp_path / "few")])
+    assert result.exit_code == 0, result.output
+    assert "| Q (macro-F1, lenient) | +100.00 [100.00, 100.00] | 0.002 | higher | too few dialogues (4) to tell |" \
+        in (tmp_path / "few" / "report.md").read_text()
 
 
 def test_eval_options_of_the_bootstrap_are_checked(tmp_path):

@@ -1,4 +1,5 @@
-"""`ipm train` in miniature on the real small model: SFT and DPO for SP, RG and VM, evaluation, report."""
+"""`ipm train` in miniature on the real small model: SFT and DPO of the joint model VM, its final adapter, evaluation,
+report (SP and RG train with the same recipe in test_reproduce.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from ipm_prefdial.training.config import TrainConfig, TrainConfigError
 from ipm_prefdial.training.data import fit_prompt, select_pairs
 from ipm_prefdial.training.run import non_finite
 
-KEYS = [f"{m}.{k}" for m in ("sp", "rg", "vm") for k in (
+KEYS = [f"vm.{k}" for k in (
     "sft.train_loss_first", "sft.train_loss_last", "dpo.eval_reward_accuracy", "dpo.eval_reward_margin",
     "dpo.heldout_pref_accuracy_before", "dpo.heldout_pref_accuracy_after", "dpo.pairs_used", "dpo.pairs_source")]
-TESTS = ["decoupled.test.sft", "decoupled.test.dpo", "joint.test.sft", "joint.test.dpo"]
+TESTS = ["joint.test.sft", "joint.test.dpo"]
 
 
 def get(obj, dotted):
@@ -38,12 +39,14 @@ def test_every_metrics_key_exists_and_is_finite(trained_run):
         assert math.isfinite(get(m, key + ".strategy.lenient.Q")) and get(m, key + ".turns") == 2
         assert math.isfinite(get(m, key + ".reference.bleu-2"))
     assert non_finite(m) == []
-    assert {get(m, f"{t}.dpo.pairs_source") for t in ("sp", "rg", "vm")} <= {"retained", "all"}
-    assert m["sp"]["dpo"]["pairs_source"] == "all"  # strategy pairs are not judged
+    assert m["vm"]["dpo"]["pairs_source"] in ("retained", "all")
+    assert "sp" not in m and "decoupled" not in m  # --arms joint
+    assert set(m["comparisons"]) == {"joint DPO - joint SFT"}
+    assert set(m["comparisons"]["joint DPO - joint SFT"]["strategy"]["lenient"]["B"]) == {"diff", "ci95", "p"}
 
 
 def test_dpo_moves_the_margin_on_its_training_pairs(trained_run):
-    for task in ("sp", "rg", "vm"):
+    for task in ("vm",):
         dpo = trained_run["metrics"][task]["dpo"]
         assert dpo["train_margin_after"] > dpo["train_margin_before"], (task, dpo)
         assert dpo["pairs_used"] > 0 and dpo["steps"] > 0
@@ -51,7 +54,7 @@ def test_dpo_moves_the_margin_on_its_training_pairs(trained_run):
 
 def test_outputs_and_checkpoints(trained_run):
     out = trained_run["out"]
-    for task in ("sp", "rg", "vm"):
+    for task in ("vm",):
         assert (out / task / "sft" / "config.json").is_file()  # merged SFT model: the DPO reference
         adapter = json.loads((out / task / "dpo" / "adapter_config.json").read_text())
         assert adapter["base_model_name_or_path"] == str(out / task / "sft")
@@ -62,8 +65,9 @@ def test_outputs_and_checkpoints(trained_run):
     report = (out / "report.md").read_text()
     assert "Decoupled vs joint" in report and "held-out pref. acc." in report and "--quick" in report
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert len((out / "predictions" / "decoupled-dpo.jsonl").read_text().splitlines()) == 2
-    assert "caps:" in trained_run["output"] and "decoupled DPO: Q" in trained_run["output"]
+    assert "Paired differences" in report and "| joint DPO - joint SFT |" in report
+    assert len((out / "predictions" / "joint-dpo.jsonl").read_text().splitlines()) == 2
+    assert "caps:" in trained_run["output"] and "joint DPO: Q" in trained_run["output"]
 
 
 def test_trained_models_serve_as_mining_policies(trained_run):
@@ -73,14 +77,14 @@ def test_trained_models_serve_as_mining_policies(trained_run):
     from ipm_prefdial.engines.runner import run_sync
     from ipm_prefdial.strategies import STRATEGIES
 
-    engine = make_engine(EngineSpec("transformers", model=str(trained_run["out"] / "sp" / "dpo")))
+    engine = make_engine(EngineSpec("transformers", model=str(trained_run["out"] / "vm" / "dpo")))
     request = ChatRequest.chat([{"role": "system", "content": "Pick a strategy."},
                                 {"role": "user", "content": "seeker: I feel lonely."}],
                                sampling=Sampling(0.0, 1.0, 8), output=Choice(STRATEGIES))
     [result] = run_sync(engine, [request])
     assert result.ok and result.parsed in STRATEGIES
     assert re.fullmatch(r"sha256:[0-9a-f]{64}\+adapter:sha256:[0-9a-f]{64}", engine.identity)
-    assert re.fullmatch(r"sp/dpo@[0-9a-f]{12}", engine.display_name)
+    assert re.fullmatch(r"vm/dpo@[0-9a-f]{12}", engine.display_name)
 
 
 def test_pair_selection_falls_back_and_says_so():
