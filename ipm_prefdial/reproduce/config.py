@@ -20,7 +20,7 @@ from ipm_prefdial.training.config import TrainConfig, TrainConfigError
 
 # options of the mining builds that ipm reproduce sets itself
 OWN_BUILD_OPTIONS = frozenset({"stage", "out", "cache_dir", "source", "source_path", "split", "limit", "no_judge",
-                               "sp_model", "rg_model", "vm_model", "dry_run", "executor", "batch_export"})
+                               "sp_model", "rg_model", "vm_model", "dry_run", "batch_export"})
 
 
 @dataclass

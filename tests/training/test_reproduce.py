@@ -111,3 +111,44 @@ def test_a_run_killed_while_it_mines_redoes_that_stage_only_and_ends_with_the_sa
     for stage in STAGES[STAGES.index("judge"):]:
         assert f"{stage}: up to date, skipped" in output, stage
     assert (out / "results.json").read_bytes() == reproduced["results"]
+
+
+def test_the_book_hashes_content_and_reads_a_file_again_only_when_its_stat_changed(tmp_path):
+    from ipm_prefdial.reproduce.book import Book, content_digest
+
+    model = tmp_path / "out" / "models"
+    model.mkdir(parents=True)
+    (model / "weights.bin").write_bytes(b"one")
+    book = Book(tmp_path / "out")
+    first = book.digest(model)
+    assert first == content_digest(model) and len(first) == 64
+    book.hashes["models"]["sha256"] = "remembered"  # unchanged stat: the remembered hash, the files are not read
+    assert book.digest(model) == "remembered"
+    os.utime(model / "weights.bin", ns=(1, 1))  # touched, same bytes: read again, same content hash
+    assert book.digest(model) == first
+    (model / "weights.bin").write_bytes(b"two")
+    assert book.digest(model) not in (first, None)
+    assert book.digest(tmp_path / "out" / "missing") is None
+    book.start("sft-sp", "f" * 64, {}, {})
+    book.finish("sft-sp", {"model": model}, 1.25)
+    again = Book(tmp_path / "out")  # read back from stages.json
+    assert again.fresh("sft-sp", "f" * 64, {"model": model})
+    assert not again.fresh("sft-sp", "e" * 64, {"model": model})  # other settings or inputs
+    (model / "more.bin").write_bytes(b"x")
+    assert not again.fresh("sft-sp", "f" * 64, {"model": model})  # its output changed
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("build: {engine: local}", "build.engine 'local': mining with the trained models needs transformers or vllm"),
+    ("build: {out: x}", "build.out is set by ipm reproduce itself"),
+    ("build: {sampels: 2}", "build.sampels: not an option of ipm build"),
+    ("train: {sft: {epoch: 2}}", "train: sft: unknown option(s) epoch"),
+    ("bootstrap: 0", "bootstrap 0: the comparisons need at least 1 resample"),
+    ("resamples: 5", "unknown option 'resamples'"),
+])
+def test_reproduce_config_errors_are_one_line(tmp_path, yaml_text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text)
+    result = CliRunner().invoke(app, ["reproduce", "--config", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()  # nothing written
