@@ -1,7 +1,7 @@
 """The settings of ``ipm reproduce``: one YAML with the source, the mining build's options (``build:``, any option of
 ``ipm build``), the training recipe's (``train:``, any option of ``ipm train``'s config) and the evaluation's.
 
-Two presets: ``quick()`` for a 2-core CPU with the bundled SmolLM2-135M (about 20 minutes: one dialogue of each
+Two presets: ``quick()`` for a 2-core CPU with the bundled SmolLM2-135M (about 16 minutes here: one dialogue of each
 split mined through the transformers engine with the SFT models, the embedded llama.cpp judge, ``ipm train
 --quick``'s caps), and the defaults, for one GPU (``configs/reproduce_gpu.yaml``: a 7B base, LoRA, vLLM mining).
 """
