@@ -46,7 +46,7 @@ def train(
 @command()
 def reproduce(
     quick: bool = typer.Option(False, "--quick", help="The laptop preset: SmolLM2-135M, one dialogue of each split "
-                                                      "mined, ipm train --quick's caps (~20 min on a 2-core CPU)."),
+                                                      "mined, ipm train --quick's caps (~16 min on a 2-core CPU)."),
     config: Path | None = typer.Option(None, "--config", help="ReproduceConfig YAML (source, limit, build:, train:, "
                                                               "bootstrap; see configs/reproduce_gpu.yaml)."),
     out_dir: str | None = typer.Option(None, "--out", help="Run directory (default runs/reproduce, or "
