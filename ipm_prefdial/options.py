@@ -167,6 +167,18 @@ def find(cls: type, name: str) -> Declared:
     return next(opt for opt in declared(cls) if opt.name == name)
 
 
+def read_mapping(path: str | Path, error: type[Exception] = ConfigError) -> dict:
+    """A YAML config file's mapping (an empty file: {}), or ``error`` with one line naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise error(f"{path}: cannot read the config: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping of option names to values")
+    return data
+
+
 def load_config(cls: type, yaml_path: str | Path | None = None, given: dict | None = None):
     """Defaults, then the YAML file, then every value given on the command line that is not None (a mapping given
     as KEY=VALUE pairs is merged over the file's)."""
@@ -174,13 +186,7 @@ def load_config(cls: type, yaml_path: str | Path | None = None, given: dict | No
     options = {opt.name: opt for opt in declared(cls)}
     if yaml_path is not None:
         path = Path(yaml_path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the config: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of option names to values")
-        data = unnest(cls, data, path)
+        data = unnest(cls, read_mapping(path), path)
         for key, value in data.items():
             name = str(key).replace("-", "_")
             if name not in options:

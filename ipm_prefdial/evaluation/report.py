@@ -92,9 +92,6 @@ def compare_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
         if not isinstance(entry, dict) or entry.get("diff") is None:
             continue
         diff, ci, p = entry["diff"], entry.get("ci95"), entry.get("p")
-        cell = f"{diff:+.3f}" if abs(diff) < 1 and diff != 0 else f"{diff:+.2f}"
-        if ci:
-            cell += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
         direction = better(key)
         if few:
             reading = f"too few dialogues ({compare['dialogues']}) to tell"
@@ -105,8 +102,15 @@ def compare_rows(result: dict) -> list[tuple[str, str, str, str, str]]:
         else:
             wins = (diff > 0) == (direction == "higher")
             reading = "A better" if wins else "baseline better"
-        rows.append((title, cell, "-" if p is None else f"{p:.3f}", direction or "-", reading))
+        rows.append((title, _diff_ci(entry), "-" if p is None else f"{p:.3f}", direction or "-", reading))
     return rows
+
+
+def _diff_ci(entry: dict) -> str:
+    """A difference, signed, and its interval: ``+1.06 [-1.68, 3.67]``."""
+    diff, ci = entry["diff"], entry.get("ci95")
+    cell = f"{diff:+.3f}" if abs(diff) < 1 and diff != 0 else f"{diff:+.2f}"
+    return cell + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
 
 
 def diff_cell(entry: dict | None, few: bool = False) -> str:
@@ -114,10 +118,8 @@ def diff_cell(entry: dict | None, few: bool = False) -> str:
     leaves 0 out (never when it rests on too ``few`` dialogues)."""
     if not isinstance(entry, dict) or entry.get("diff") is None:
         return "-"
-    diff, ci, p = entry["diff"], entry.get("ci95"), entry.get("p")
-    cell = f"{diff:+.3f}" if abs(diff) < 1 and diff != 0 else f"{diff:+.2f}"
-    if ci:
-        cell += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+    ci, p = entry.get("ci95"), entry.get("p")
+    cell = _diff_ci(entry)
     if p is not None:
         cell += f", p {p:.3f}"
     return cell + (" *" if ci and not ci[0] <= 0 <= ci[1] and not few else "")

@@ -11,11 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from ipm_prefdial.config import BuildConfig
 from ipm_prefdial.errors import ConfigError
-from ipm_prefdial.options import check_type, declared
+from ipm_prefdial.options import check_type, declared, read_mapping
 from ipm_prefdial.training.config import TrainConfig, TrainConfigError
 
 # options of the mining builds that ipm reproduce sets itself
@@ -56,13 +54,7 @@ class ReproduceConfig:
         data = asdict(cfg)
         if path:
             p = Path(path)
-            try:
-                loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"{p}: cannot read the config: {exc}") from None
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{p}: expected a mapping of options")
-            for key, value in loaded.items():
+            for key, value in read_mapping(p).items():
                 if key not in data:
                     raise ConfigError(f"{p}: unknown option {key!r}; known: {', '.join(sorted(data))}")
                 data[key] = {**data[key], **value} if key in ("build", "train") and isinstance(value, dict) else value

@@ -22,12 +22,14 @@ would make a build redone from the cache look changed):
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ipm_prefdial.errors import IncompleteError
+from ipm_prefdial.release.files import write_bytes_atomic
 from ipm_prefdial.reproduce.book import Book, fingerprint
 from ipm_prefdial.reproduce.config import ReproduceConfig
 
@@ -57,7 +59,6 @@ class Loop:
         self.cache_dir = cache_dir  # where the bundled base model is dequantised (default: the user cache)
         self.requests = str(self.out / "cache")  # the request cache of the mining, the judge and the inference
         self.book = Book(self.out)
-        self.summaries: dict[str, dict] = {}
 
     # -- paths --------------------------------------------------------------------------------------------------
     def model(self, task: str, stage: str) -> Path:
@@ -80,9 +81,8 @@ class Loop:
                                 {"model": self.model(task, "sft"), "adapter": self.model(task, "sft-lora")}
                                 if train["lora"] else {"model": self.model(task, "sft")},
                                 lambda task=task: self._sft(task)))
-        policies = {f"{t}_model": self._policy(t) for t in TASKS}
         mine = {**source, "limit": cfg.limit, "build": self._build_settings("all")}
-        stages.append(Stage("mine", mine, {t: p for t, p in ((t, Path(policies[f"{t}_model"])) for t in TASKS)},
+        stages.append(Stage("mine", mine, {t: Path(self._policy(t)) for t in TASKS},
                             {"pairs": out / "mined" / "data"}, self._mine))
         stages.append(Stage("judge", mine, {"mined": out / "mined" / "data"}, {"pairs": out / "pairs" / "data"},
                             self._judge))
@@ -199,23 +199,17 @@ class Loop:
         return {"rows": summary["rows"]}
 
     def _eval(self) -> dict:
-        from ipm_prefdial.evaluation.evaluate import compare_systems, score_file
+        from ipm_prefdial.evaluation.evaluate import score_file
         from ipm_prefdial.reproduce.report import write_report
         from ipm_prefdial.training.data import build_taxonomy
+        from ipm_prefdial.training.run import comparisons, system_name
 
         taxonomy = build_taxonomy(str(self.out / "data"))
         scored = {(a, s): score_file(self.predictions(a, s), taxonomy, resamples=self.cfg.bootstrap,
                                      seed=self.cfg.seed) for a, s in SYSTEMS}
-        names = {key: f"{key[0]} {key[1].upper()}" for key in SYSTEMS}
-        pairs = ((("decoupled", "dpo"), ("joint", "dpo")), (("decoupled", "sft"), ("joint", "sft")),
-                 (("decoupled", "dpo"), ("decoupled", "sft")), (("joint", "dpo"), ("joint", "sft")))
-        comparisons = {f"{names[a]} - {names[b]}": compare_systems(scored[a], scored[b], names[b],
-                                                                   self.cfg.bootstrap, self.cfg.seed)
-                       for a, b in pairs}
-        results = {"systems": {names[key]: s.result for key, s in scored.items()}, "comparisons": comparisons,
+        results = {"systems": {system_name(*key): s.result for key, s in scored.items()},
+                   "comparisons": comparisons(scored, self.cfg.bootstrap, self.cfg.seed),
                    "bootstrap": {"resamples": self.cfg.bootstrap, "unit": "dialogue", "seed": self.cfg.seed}}
-        from ipm_prefdial.release.files import write_bytes_atomic
-
         write_bytes_atomic(self.out / "results.json",
                            (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode())
         write_report(results, self.cfg, self.book.stages, self.out / "report.md")
@@ -225,16 +219,12 @@ class Loop:
     # -- settings -----------------------------------------------------------------------------------------------
     def _build_settings(self, stage: str) -> dict:
         cfg = self.cfg.build_config(str(self.out / ("data" if stage == "sft" else "mined")), self.requests, stage)
-        from dataclasses import asdict
-
         values = asdict(cfg)
         for key in ("out", "cache_dir", "no_judge"):
             values.pop(key, None)
         return values
 
     def _source_file(self) -> str | None:
-        import os
-
         path = self.cfg.source_path or (os.environ.get("IPM_ESCONV_PATH") if self.cfg.source == "esconv" else None)
         return str(Path(path).resolve()) if path else None
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ipm_prefdial.evaluation.report import ROWS as EVAL_ROWS
 from ipm_prefdial.evaluation.report import comparisons_markdown, metric, with_ci
 
-ROWS = (("Q (macro-F1, lenient)", "strategy.lenient.Q"), ("weighted F1 (lenient)", "strategy.lenient.weighted_f1"),
-        ("B (bias, lenient)", "strategy.lenient.B"), ("dropped ratio (lenient)", "strategy.lenient.dropped_ratio"),
-        ("Q (macro-F1, strict)", "strategy.strict.Q"), ("B (bias, strict)", "strategy.strict.B"),
-        ("BLEU-2", "reference.bleu-2"), ("ROUGE-L", "reference.rouge-l"), ("Distinct-2", "reference.dist-2"),
-        ("F1", "reference.f1"), ("length (tokens)", "reference.length"))
+# the rows of the systems and comparisons tables: ipm eval's, these metrics
+ROWS = tuple((title, key) for title, key in EVAL_ROWS if key in {
+    "strategy.lenient.Q", "strategy.lenient.weighted_f1", "strategy.lenient.B", "strategy.lenient.dropped_ratio",
+    "strategy.strict.Q", "strategy.strict.B", "reference.bleu-2", "reference.rouge-l", "reference.dist-2",
+    "reference.f1", "reference.length"})
 
 
 def write_report(results: dict, cfg, stages: dict, path: Path) -> None:

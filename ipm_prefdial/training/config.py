@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from ipm_prefdial.errors import UsageError
+from ipm_prefdial.options import read_mapping
 
 ARMS = {"decoupled": ("sp", "rg"), "joint": ("vm",)}
 PAIRS_MODES = ("retained", "all")
@@ -134,12 +133,7 @@ class TrainConfig:
         base = cls.quick() if quick else cls()
         if path:
             p = Path(path)
-            try:
-                loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise TrainConfigError(f"{p}: {exc}") from None
-            if not isinstance(loaded, dict):
-                raise TrainConfigError(f"{p}: expected a mapping of options")
+            loaded = read_mapping(p, TrainConfigError)
             try:
                 base = base.updated(**loaded)
             except (TrainConfigError, TypeError) as exc:

@@ -77,7 +77,7 @@ def _caps(cfg: TrainConfig) -> dict:
 
 
 # (A, B) pairs of (arm, stage) compared on the test turns: the paper's claim, and what DPO adds to each arm
-COMPARISONS = ((("decoupled", "sft"), ("joint", "sft")), (("decoupled", "dpo"), ("joint", "dpo")),
+COMPARISONS = ((("decoupled", "dpo"), ("joint", "dpo")), (("decoupled", "sft"), ("joint", "sft")),
                (("decoupled", "dpo"), ("decoupled", "sft")), (("joint", "dpo"), ("joint", "sft")))
 
 
@@ -85,14 +85,18 @@ def system_name(arm: str, stage: str) -> str:
     return f"{arm} {stage.upper()}"
 
 
-def comparisons(scored: dict) -> dict:
-    """The paired comparisons (``COMPARISONS``) of the systems ``scored`` holds, keyed ``"A - B"``."""
+def comparisons(scored: dict, resamples: int | None = None, seed: int | None = None) -> dict:
+    """The paired comparisons (``COMPARISONS``) of the systems ``scored`` holds (keyed by (arm, stage)), keyed
+    ``"A - B"`` (``ipm eval``'s resamples and seed unless given)."""
+    from ipm_prefdial.evaluation.bootstrap import RESAMPLES, SEED
     from ipm_prefdial.evaluation.evaluate import compare_systems
 
+    resamples, seed = RESAMPLES if resamples is None else resamples, SEED if seed is None else seed
     out = {}
     for a, b in COMPARISONS:
         if a in scored and b in scored:
-            out[f"{system_name(*a)} - {system_name(*b)}"] = compare_systems(scored[a], scored[b], system_name(*b))
+            out[f"{system_name(*a)} - {system_name(*b)}"] = compare_systems(scored[a], scored[b], system_name(*b),
+                                                                            resamples, seed)
     return out
 
 
