@@ -105,6 +105,11 @@ class Loop:
 
     def run(self) -> dict:
         """Every stage in order, skipping the fresh ones; the summary of each (``stages.json``'s records)."""
+        if self.book.stages.get("judge", {}).get("status") != "done":
+            # a judge behind a dead endpoint stops the loop now, not after hours of training (EngineStop, exit 75)
+            from ipm_prefdial.mining.run import preflight
+
+            preflight(self.cfg.build_config(str(self.out / "pairs"), self.requests, "all"))
         self.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         ran = []

@@ -152,3 +152,13 @@ def test_reproduce_config_errors_are_one_line(tmp_path, yaml_text, message):
     result = CliRunner().invoke(app, ["reproduce", "--config", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_dead_judge_endpoint_stops_the_loop_before_any_stage(tmp_path):
+    config = tmp_path / "dead.yaml"
+    config.write_text("build: {engine: transformers, judge_engine: openai, judge_base_url: 'http://127.0.0.1:9/v1'}\n")
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["reproduce", "--config", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 75, result.output
+    assert "127.0.0.1:9" in result.output and len(result.output.strip().splitlines()) <= 2
+    assert time.monotonic() - started < 30 and not (tmp_path / "out").exists()  # no stage ran, nothing written
