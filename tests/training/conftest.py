@@ -27,7 +27,7 @@ def trained_run(pairs_build, base_cache, tmp_path_factory):
     # inference, the report); SP and RG train in test_reproduce.py, which runs the same recipe
     tiny = {"max_length": 384, "sft": {"max_examples": 2, "batch_size": 2, "learning_rate": 1e-3},
             "dpo": {"max_examples": 2, "batch_size": 2, "learning_rate": 2e-3, "epochs": 1},
-            "heldout_pairs": 2, "test_turns": 2, "eval_max_tokens": 8, "min_retained": 4}
+            "heldout_pairs": 1, "test_turns": 2, "eval_max_tokens": 8, "min_retained": 4}
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny))
     out = root / "run"
